@@ -1,0 +1,36 @@
+"""mtlzoo: a Keras 3 model zoo for multi-task learning.
+
+Public face: `build`, `load`, `list_recipes`, `get_recipe`. Heavier entry points
+(training, evaluation, export) live in their own modules and are exposed here
+lazily so that `import mtlzoo` stays cheap.
+"""
+
+import os as _os
+
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build": ("mtlzoo.api", "build"),
+    "load": ("mtlzoo.api", "load"),
+    "list_recipes": ("mtlzoo.recipe", "list_recipes"),
+    "get_recipe": ("mtlzoo.recipe", "get_recipe"),
+    "Recipe": ("mtlzoo.recipe", "Recipe"),
+    "MultiTaskModel": ("mtlzoo.model", "MultiTaskModel"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mtlzoo' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

@@ -1,0 +1,60 @@
+"""keras.applications backbones (built offline, `weights=None` or a local file)."""
+
+import keras
+
+from mtlzoo.backbones.base import check_image_shape, check_weights, split_application
+from mtlzoo.registry import BACKBONES
+
+# Stride-4/8/16/32 taps with stable names (see docs/backbones.md). MobileNetV3's
+# activation layers get generated names, so only block outputs are tapped.
+_SPECS = {
+    "mobilenetv3_small": (
+        keras.applications.MobileNetV3Small,
+        ["expanded_conv_project_bn", "expanded_conv_2_add", "expanded_conv_7_add", "expanded_conv_10_add"],
+        "symmetric",
+        {"include_preprocessing": False, "minimalistic": False},
+    ),
+    "mobilenetv3_large": (
+        keras.applications.MobileNetV3Large,
+        ["expanded_conv_2_add", "expanded_conv_5_add", "expanded_conv_11_add", "expanded_conv_14_add"],
+        "symmetric",
+        {"include_preprocessing": False, "minimalistic": False},
+    ),
+    "efficientnetv2_b0": (
+        keras.applications.EfficientNetV2B0,
+        ["block2b_add", "block3b_add", "block5e_add", "top_activation"],
+        "torch",
+        {"include_preprocessing": False},
+    ),
+    "resnet50": (
+        keras.applications.ResNet50,
+        ["conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"],
+        "caffe",
+        {},
+    ),
+}
+
+
+def _make(name):
+    app_fn, taps, preprocessing, extra = _SPECS[name]
+
+    def factory(input_shape, prefix="backbone_", weights=None):
+        check_image_shape(input_shape, name)
+        weights = check_weights(weights, name)
+        app = app_fn(input_shape=tuple(input_shape), include_top=False, weights=weights, **extra)
+        return split_application(app, taps, tuple(input_shape), preprocessing, prefix)
+
+    factory.__name__ = name
+    factory.__doc__ = (
+        f"{app_fn.__name__} from keras.applications as four stages (strides 4, 8, 16, 32).\n\n"
+        f"Taps: {', '.join(taps)}. Input: RGB in [0, 255], normalised inside the model ({preprocessing!r}).\n\n"
+        "Args:\n    input_shape: tuple. (H, W, 3), H and W divisible by 32.\n"
+        "    prefix: str. Prefix of the stage model names.\n"
+        "    weights: str or None. A local weights file of the same architecture; never downloaded.\n\n"
+        f"Example:\n```python\nstages = mtlzoo.backbones.get({name!r})((128, 256, 3))\n```\n"
+    )
+    return factory
+
+
+for _name in _SPECS:
+    BACKBONES.register(_name, obj=_make(_name))

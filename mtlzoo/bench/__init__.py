@@ -1,0 +1,1 @@
+"""Benchmarks run by `mtlzoo bench ...` (measured side by side, reported as ratios)."""

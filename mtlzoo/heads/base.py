@@ -1,0 +1,74 @@
+"""The task-head interface."""
+
+from __future__ import annotations
+
+import inspect
+
+import keras
+
+from mtlzoo import losses as losses_lib
+from mtlzoo import metrics as metrics_lib
+
+
+def conv_bn_relu(x, channels, name, kernel_size=3, strides=1):
+    """Conv2D -> BatchNorm -> ReLU with layer names derived from `name`."""
+    x = keras.layers.Conv2D(channels, kernel_size, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+class Head:
+    """A task head: builds the task's layers and owns its loss, metrics and label format.
+
+    Subclasses set `kind` and implement `__call__(features, name)`, `loss()`,
+    `metrics()` and `label_spec(input_shape)`. Hyperparameters are constructor
+    arguments; `get_config()` returns them. Every layer a head creates is named
+    `f"{name}__..."` and its output layer is named exactly `name` (the task), so
+    outputs, logs (`{task}_loss`) and task-specific variables line up.
+
+    `features` is the list of neck outputs: for images [P2, P3, P4, P5] at
+    strides 4, 8, 16 and 32; for vector inputs a one-element list.
+    """
+
+    kind: str = ""
+    #: Where the head reads its input: "fine" (stride-4 map), "coarse" (last map).
+    missing_label: str = ""
+
+    def __call__(self, features, name: str):
+        raise NotImplementedError
+
+    def loss(self) -> keras.losses.Loss:
+        raise NotImplementedError
+
+    def metrics(self) -> list:
+        return []
+
+    def label_spec(self, input_shape) -> tuple[tuple, str]:
+        """(label shape without batch, dtype kind: "int" or "float") for validation."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        params = inspect.signature(type(self).__init__).parameters
+        return {k: getattr(self, k) for k in params if k != "self" and k != "kwargs"}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def resolve_loss(spec):
+    return losses_lib.get(spec)
+
+
+def resolve_metric(spec):
+    return metrics_lib.get(spec)
+
+
+def pooled(features, name):
+    """Global average pooling of the last feature map, or the vector itself."""
+    x = features[-1]
+    if len(x.shape) == 4:
+        x = keras.layers.GlobalAveragePooling2D(name=f"{name}__pool")(x)
+    elif len(x.shape) != 2:
+        raise ValueError(f"Task {name!r}: cannot pool a feature of shape {x.shape}.")
+    return x

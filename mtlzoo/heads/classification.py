@@ -1,0 +1,51 @@
+"""Single-label classification head."""
+
+import keras
+
+from mtlzoo import losses, metrics
+from mtlzoo.heads.base import Head, pooled
+from mtlzoo.registry import HEADS
+
+
+@HEADS.register("classification")
+class ClassificationHead(Head):
+    """Class logits for one label per example, from a vector or a pooled map.
+
+    Labels: int class id (shape [] per example), `-1` = missing.
+
+    Args:
+        num_classes: int. Number of classes.
+        hidden: int. Width of the hidden layer (0 for none). Defaults to 0.
+        dropout: float. Dropout before the logits. Defaults to 0.0.
+
+    Example:
+    ```python
+    head = mtlzoo.heads.get("classification", num_classes=3)
+    ```
+    """
+
+    kind = "classification"
+
+    def __init__(self, num_classes, hidden=0, dropout=0.0):
+        if int(num_classes) < 2:
+            raise ValueError(f"classification: num_classes must be >= 2, got {num_classes}.")
+        self.num_classes = int(num_classes)
+        self.hidden = int(hidden)
+        self.dropout = float(dropout)
+
+    def __call__(self, features, name):
+        x = pooled(features, name)
+        if self.hidden:
+            x = keras.layers.Dense(self.hidden, activation="relu", name=f"{name}__hidden")(x)
+        if self.dropout:
+            x = keras.layers.Dropout(self.dropout, name=f"{name}__dropout")(x)
+        return keras.layers.Dense(self.num_classes, name=name)(x)
+
+    def loss(self):
+        return losses.MaskedSparseCategoricalCrossentropy()
+
+    def metrics(self):
+        return [metrics.MaskedAccuracy()]
+
+    def label_spec(self, input_shape):
+        return (), "int"

@@ -1,0 +1,58 @@
+"""Dense depth regression head."""
+
+import keras
+
+from mtlzoo import losses, metrics
+from mtlzoo.heads.base import Head, conv_bn_relu
+from mtlzoo.layers import ScaledSigmoid
+from mtlzoo.registry import HEADS
+
+
+@HEADS.register("depth")
+class DepthHead(Head):
+    """Metric depth per pixel at input resolution, in (0, max_depth).
+
+    Reads the stride-4 neck feature; the output is `max_depth * sigmoid(z)`, a
+    positive bounded value that quantises well. Labels: float [H, W, 1] in
+    metres; values `<= 0` are invalid pixels (sky, no return, missing label).
+
+    Args:
+        max_depth: float. Largest representable depth in metres. Defaults to 100.0.
+        channels: int. Width of the conv blocks. Defaults to 64.
+        depth: int. Number of 3×3 conv blocks. Defaults to 1.
+
+    Example:
+    ```python
+    head = mtlzoo.heads.get("depth", max_depth=80.0)
+    ```
+
+    Reference:
+        Eigen et al., "Depth Map Prediction from a Single Image using a
+        Multi-Scale Deep Network", NeurIPS 2014.
+    """
+
+    kind = "depth"
+
+    def __init__(self, max_depth=100.0, channels=64, depth=1):
+        if float(max_depth) <= 0:
+            raise ValueError(f"depth: max_depth must be positive, got {max_depth}.")
+        self.max_depth = float(max_depth)
+        self.channels = int(channels)
+        self.depth = int(depth)
+
+    def __call__(self, features, name):
+        x = features[0]
+        for i in range(self.depth):
+            x = conv_bn_relu(x, self.channels, f"{name}__block{i}")
+        x = keras.layers.Conv2D(1, 1, name=f"{name}__logits")(x)
+        x = keras.layers.UpSampling2D(4, interpolation="bilinear", name=f"{name}__upsample")(x)
+        return ScaledSigmoid(self.max_depth, name=name)(x)
+
+    def loss(self):
+        return losses.DepthL1()
+
+    def metrics(self):
+        return [metrics.DepthError("abs_err"), metrics.DepthError("abs_rel"), metrics.DepthError("delta1")]
+
+    def label_spec(self, input_shape):
+        return tuple(input_shape[:2]) + (1,), "float"

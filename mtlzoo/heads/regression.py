@@ -1,0 +1,50 @@
+"""Vector regression head."""
+
+import keras
+
+from mtlzoo import losses, metrics
+from mtlzoo.heads.base import Head, pooled
+from mtlzoo.registry import HEADS
+
+
+@HEADS.register("regression")
+class RegressionHead(Head):
+    """`units` real outputs per example, from a vector or a pooled map.
+
+    Labels: float [units]; entries equal to `ignore_value` are missing (None:
+    use a zero `sample_weight` to drop an example).
+
+    Args:
+        units: int. Number of outputs. Defaults to 1.
+        hidden: int. Width of the hidden layer (0 for none). Defaults to 0.
+        ignore_value: float or None. Missing-label value. Defaults to None.
+
+    Example:
+    ```python
+    head = mtlzoo.heads.get("regression", units=2)
+    ```
+    """
+
+    kind = "regression"
+
+    def __init__(self, units=1, hidden=0, ignore_value=None):
+        if int(units) < 1:
+            raise ValueError(f"regression: units must be >= 1, got {units}.")
+        self.units = int(units)
+        self.hidden = int(hidden)
+        self.ignore_value = None if ignore_value is None else float(ignore_value)
+
+    def __call__(self, features, name):
+        x = pooled(features, name)
+        if self.hidden:
+            x = keras.layers.Dense(self.hidden, activation="relu", name=f"{name}__hidden")(x)
+        return keras.layers.Dense(self.units, name=name)(x)
+
+    def loss(self):
+        return losses.MaskedMeanSquaredError(ignore_value=self.ignore_value)
+
+    def metrics(self):
+        return [metrics.MaskedMeanAbsoluteError(ignore_value=self.ignore_value)]
+
+    def label_spec(self, input_shape):
+        return (self.units,), "float"

@@ -1,0 +1,58 @@
+"""Semantic segmentation head."""
+
+import keras
+
+from mtlzoo import losses, metrics
+from mtlzoo.heads.base import Head, conv_bn_relu
+from mtlzoo.registry import HEADS
+
+
+@HEADS.register("segmentation")
+class SegmentationHead(Head):
+    """Per-pixel class logits at input resolution.
+
+    Reads the finest neck feature (stride 4), applies `depth` conv blocks, a
+    1×1 classifier and a bilinear ×4 upsampling. Labels: int class ids
+    [H, W], `-1` = unlabelled pixel (an all `-1` map = missing label).
+
+    Args:
+        num_classes: int. Number of classes.
+        channels: int. Width of the conv blocks. Defaults to 64.
+        depth: int. Number of 3×3 conv blocks. Defaults to 1.
+
+    Example:
+    ```python
+    head = mtlzoo.heads.get("segmentation", num_classes=10)
+    ```
+
+    Reference:
+        Kirillov et al., "Panoptic Feature Pyramid Networks", CVPR 2019.
+    """
+
+    kind = "segmentation"
+
+    def __init__(self, num_classes, channels=64, depth=1):
+        if int(num_classes) < 2:
+            raise ValueError(f"segmentation: num_classes must be >= 2, got {num_classes}.")
+        self.num_classes = int(num_classes)
+        self.channels = int(channels)
+        self.depth = int(depth)
+
+    def __call__(self, features, name):
+        x = features[0]
+        for i in range(self.depth):
+            x = conv_bn_relu(x, self.channels, f"{name}__block{i}")
+        x = keras.layers.Conv2D(self.num_classes, 1, name=f"{name}__logits")(x)
+        stride = self._stride
+        return keras.layers.UpSampling2D(stride, interpolation="bilinear", name=name)(x)
+
+    _stride = 4
+
+    def loss(self):
+        return losses.MaskedSparseCategoricalCrossentropy()
+
+    def metrics(self):
+        return [metrics.MeanIoU(self.num_classes), metrics.PixelAccuracy()]
+
+    def label_spec(self, input_shape):
+        return tuple(input_shape[:2]), "int"

@@ -1,0 +1,7 @@
+"""Custom Keras layers of mtlzoo (all serializable, no Lambda layers)."""
+
+from mtlzoo.layers.cross_stitch import CrossStitch
+from mtlzoo.layers.image_preprocessing import ImagePreprocessing
+from mtlzoo.layers.scaled_sigmoid import ScaledSigmoid
+
+__all__ = ["CrossStitch", "ImagePreprocessing", "ScaledSigmoid"]

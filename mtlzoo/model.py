@@ -1,0 +1,461 @@
+"""The multi-task model: dict outputs, per-task losses/metrics/masks, loss-weight variables, step hook."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from mtlzoo import losses as losses_lib
+from mtlzoo import metrics as metrics_lib
+from mtlzoo.registry import HEADS, suggestion
+
+
+def _scale_for_replicas(value):
+    """Divides by the replica count under tf.distribute (Keras's convention for losses)."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return value / replicas if replicas > 1 else value
+
+
+class _TrainingState:
+    """Per-compile objects kept out of Keras's attribute tracking (not saved)."""
+
+    def __init__(self, task_losses, task_metrics, loss_trackers, extra_trackers):
+        self.task_losses = task_losses
+        self.task_metrics = task_metrics
+        self.loss_trackers = loss_trackers
+        self.extra_trackers = extra_trackers
+
+    def all_metrics(self):
+        out = list(self.loss_trackers.values()) + list(self.extra_trackers.values())
+        for ms in self.task_metrics.values():
+            out.extend(ms)
+        return out
+
+
+class _Hooks:
+    """Holder of the step hook, kept out of Keras's attribute tracking."""
+
+    def __init__(self):
+        self.step = None
+
+
+@keras.saving.register_keras_serializable(package="mtlzoo")
+class MultiTaskModel(keras.Model):
+    """A functional Keras model with one output per task, keyed by task name.
+
+    Built by the sharing builders (`mtlzoo.build`) from a functional graph whose
+    outputs are a dict `{task: tensor}`. On top of a plain functional model it
+    adds what multi-task training needs:
+
+    - **Per-task losses and metrics.** Each task's head supplies its default
+      loss and metrics (`compile(loss={task: ...}, metrics={task: [...]})`
+      overrides them). `fit` logs `{task}_loss` (unweighted) and
+      `{task}_{metric}`; `loss` is the weighted total.
+    - **Loss weights as variables.** The total loss is
+      `Σ_t w_t · L_t + penalties + model.losses`, where the `w_t` are
+      non-trainable variables owned by the model (`model.loss_weights`,
+      `model.set_loss_weights`). A callback's change takes effect on the next
+      compiled step, and saved models keep the values.
+    - **Missing labels.** Labels are a dict keyed by task. A task absent from
+      the dict contributes nothing; inside a task, label elements holding the
+      head's missing value (`-1` class ids or tags, depth `<= 0`, an all `-1`
+      detection target) are skipped, as are examples with a zero per-task
+      `sample_weight`. A batch with no label for a task gives that task a loss
+      of 0, not NaN, and no gradient.
+    - **A train-step hook** (`set_step_hook`) through which loss-weighting
+      methods that need gradients or learnable parameters, and gradient
+      aggregators (PCGrad, MGDA, ...), see the per-task losses and compute the
+      gradients, without any change to the builders.
+    - **Non-finite steps are skipped**: a step whose total loss or gradients are
+      NaN/inf updates no weight; `nonfinite_steps` counts them in the logs.
+
+    Construct through `mtlzoo.build(...)`; direct construction takes the
+    functional `inputs`/`outputs` plus the keyword config below.
+
+    Args:
+        tasks: dict task -> head config (`{"kind": "segmentation", "num_classes": 10, ...}`).
+        task_layers: dict task -> names of layers used by that task only.
+            Defaults to the layers named `task` or `task__*`.
+        penalties: list of penalty configs; `{"kind": "soft_l2", "weight": λ,
+            "groups": [[layer per task], ...]}` adds λ·Σ_{i<j}‖θ_i − θ_j‖² over
+            the corresponding trainable variables of each group's layers.
+        initial_loss_weights: dict task -> float. Defaults to 1.0 each.
+        metadata: dict. Free-form information kept in the config (the recipe).
+
+    Example:
+    ```python
+    model = mtlzoo.build("driving_perception_lite")
+    model.set_loss_weights({"depth": 0.5})
+    history = model.fit(dataset, epochs=2)
+    history.history["segmentation_loss"]
+    ```
+    """
+
+    def __init__(self, *args, **kwargs):
+        tasks = kwargs.pop("tasks", None)
+        task_layers = kwargs.pop("task_layers", None)
+        penalties = kwargs.pop("penalties", None) or []
+        initial_loss_weights = kwargs.pop("initial_loss_weights", None) or {}
+        metadata = kwargs.pop("metadata", None) or {}
+        super().__init__(*args, **kwargs)
+        outputs = self._outputs_struct if hasattr(self, "_outputs_struct") else None
+        if not isinstance(outputs, dict):
+            raise ValueError("MultiTaskModel needs a dict of outputs keyed by task name.")
+        if tasks is None:
+            raise ValueError("MultiTaskModel needs `tasks`: a dict task -> head config.")
+        if set(tasks) != set(outputs):
+            raise ValueError(f"MultiTaskModel: tasks {sorted(tasks)} do not match outputs {sorted(outputs)}.")
+        self.tasks = {t: dict(cfg) for t, cfg in tasks.items()}
+        self.task_names = list(tasks)
+        self.heads = {}
+        for t, cfg in self.tasks.items():
+            cfg = dict(cfg)
+            kind = cfg.pop("kind")
+            self.heads[t] = HEADS.get(kind).from_config(cfg)
+        names = {layer.name for layer in self.layers}
+        if task_layers is None:
+            task_layers = {
+                t: sorted(n for n in names if n == t or n.startswith(t + "__")) for t in self.task_names
+            }
+        self.task_layers = {t: list(task_layers.get(t, [])) for t in self.task_names}
+        self.penalties = [dict(p) for p in penalties]
+        for p in self.penalties:
+            if p.get("kind") != "soft_l2":
+                raise ValueError(f"Unknown penalty kind {p.get('kind')!r}; known: 'soft_l2'.")
+        self.metadata = dict(metadata)
+        self.initial_loss_weights = {t: float(initial_loss_weights.get(t, 1.0)) for t in self.task_names}
+        unknown = set(initial_loss_weights) - set(self.task_names)
+        if unknown:
+            raise ValueError(f"initial_loss_weights names unknown tasks {sorted(unknown)}; tasks: {self.task_names}.")
+        self._loss_weight_vars = {
+            t: self.add_weight(
+                name=f"{t}_loss_weight",
+                shape=(),
+                initializer=keras.initializers.Constant(self.initial_loss_weights[t]),
+                trainable=False,
+            )
+            for t in self.task_names
+        }
+        self._hooks = _Hooks()
+        self._state = None
+
+    # ------------------------------------------------------------------ weights
+    @property
+    def loss_weights(self):
+        """dict task -> non-trainable `keras.Variable` holding that task's loss weight."""
+        return dict(self._loss_weight_vars)
+
+    def get_loss_weights(self):
+        """dict task -> current loss weight as a Python float."""
+        return {t: float(ops.convert_to_numpy(v)) for t, v in self._loss_weight_vars.items()}
+
+    def set_loss_weights(self, weights):
+        """Assigns loss weights from a dict (a subset of tasks is fine) or a list in task order."""
+        if isinstance(weights, (list, tuple)):
+            if len(weights) != len(self.task_names):
+                raise ValueError(f"Got {len(weights)} loss weights for {len(self.task_names)} tasks {self.task_names}.")
+            weights = dict(zip(self.task_names, weights))
+        for t, w in weights.items():
+            if t not in self._loss_weight_vars:
+                raise ValueError(f"Unknown task {t!r} in loss weights.{suggestion(t, self.task_names)} Tasks: {self.task_names}.")
+            if isinstance(w, (int, float)) and (w < 0 or w != w):
+                raise ValueError(f"Loss weight of task {t!r} must be a finite number >= 0, got {w}.")
+            self._loss_weight_vars[t].assign(ops.cast(w, "float32"))
+
+    def variable_groups(self):
+        """(shared variables, dict task -> task-specific variables), trainable only.
+
+        Shared variables are those of layers not listed in `task_layers`
+        (trunk, columns tied by cross-stitch units); the model's own variables
+        (e.g. learned loss parameters) belong to neither group.
+        """
+        by_task, owned = {}, set()
+        for t in self.task_names:
+            vs = []
+            for name in self.task_layers[t]:
+                for v in self.get_layer(name).trainable_variables:
+                    if id(v) not in owned:
+                        vs.append(v)
+                        owned.add(id(v))
+            by_task[t] = vs
+        own = {id(v) for v in self._trainable_variables}
+        shared = [v for v in self.trainable_variables if id(v) not in owned and id(v) not in own]
+        return shared, by_task
+
+    def parameter_summary(self):
+        """dict with parameter counts: `shared`, one entry per task, and `total`."""
+        shared, by_task = self.variable_groups()
+        count = lambda vs: int(sum(int(ops.size(v)) for v in vs))  # noqa: E731
+        out = {"shared": count(shared)}
+        out.update({t: count(vs) for t, vs in by_task.items()})
+        out["total"] = int(self.count_params())
+        return out
+
+    # ------------------------------------------------------------------ hooks
+    @property
+    def step_hook(self):
+        return self._hooks.step
+
+    def set_step_hook(self, hook):
+        """Installs the train-step hook (or None to remove it).
+
+        A hook may define:
+        - `combine(model, task_losses) -> total`: replaces `Σ w_t L_t` (e.g.
+          uncertainty weighting with learned log-variances);
+        - `gradients(model, tape, task_losses, total) -> list`: returns the
+          gradients for `model.trainable_variables` from a persistent
+          `tf.GradientTape` (gradient aggregators, GradNorm). Use
+          `model.scale_loss_for_step(loss)` on any loss it differentiates so
+          distribution and optimizer loss scaling match the default step;
+        - `build(model)`: called once when the hook is installed;
+        - `persistent_tape` (bool, default True when `gradients` exists).
+        The compiled train function is rebuilt on the next `fit`.
+        """
+        if hook is not None and hasattr(hook, "build"):
+            hook.build(self)
+        self._hooks.step = hook
+        self.train_function = None
+        self.test_function = None
+
+    def scale_loss_for_step(self, loss):
+        """Applies the replica and optimizer loss scaling used for the total loss."""
+        loss = _scale_for_replicas(loss)
+        if self.optimizer is not None:
+            loss = self.optimizer.scale_loss(loss)
+        return loss
+
+    # ------------------------------------------------------------------ compile
+    def compile(self, optimizer="adam", loss=None, metrics=None, loss_weights=None, **kwargs):
+        """Configures training; losses and metrics default to each task head's.
+
+        Args:
+            optimizer: a Keras optimizer or its name. Defaults to "adam".
+            loss: dict task -> loss (a Loss, a registered name or a config) to
+                override the head's default. Defaults to None.
+            metrics: dict task -> list of metrics to replace the head's
+                defaults. Defaults to None.
+            loss_weights: dict task -> float assigned to the loss-weight
+                variables (they stay variables: callbacks can change them).
+            **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`).
+        """
+        for arg, value in (("loss", loss), ("metrics", metrics)):
+            if value is not None:
+                if not isinstance(value, dict):
+                    raise TypeError(f"{arg}= must be a dict keyed by task name {self.task_names}, got {type(value).__name__}.")
+                for t in value:
+                    if t not in self.task_names:
+                        raise ValueError(f"{arg}= names unknown task {t!r}.{suggestion(t, self.task_names)} Tasks: {self.task_names}.")
+        kwargs.setdefault("jit_compile", False)
+        super().compile(optimizer=optimizer, **kwargs)
+        loss = loss or {}
+        metrics = metrics or {}
+        task_losses = {t: losses_lib.get(loss[t]) if t in loss else self.heads[t].loss() for t in self.task_names}
+        task_metrics = {}
+        for t in self.task_names:
+            specs = metrics[t] if t in metrics else self.heads[t].metrics()
+            objs = []
+            for spec in specs:
+                m = metrics_lib.get(spec)
+                config = m.get_config()
+                config["name"] = f"{t}_{m.name}"
+                objs.append(m.__class__.from_config(config))
+            task_metrics[t] = objs
+        loss_trackers = {t: keras.metrics.Mean(name=f"{t}_loss") for t in self.task_names}
+        extra = {"nonfinite_steps": keras.metrics.Sum(name="nonfinite_steps")}
+        for p in self.penalties:
+            extra[f"{p['kind']}_penalty"] = keras.metrics.Mean(name=f"{p['kind']}_penalty")
+        self._state = _TrainingState(task_losses, task_metrics, loss_trackers, extra)
+        # Build the optimizer over every trainable variable up front, so its
+        # slots do not depend on which variables the first step touched and a
+        # saved optimizer state always matches on reload.
+        if self.built and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+        if loss_weights is not None:
+            self.set_loss_weights(loss_weights)
+
+    @property
+    def metrics(self):
+        out = super().metrics
+        if getattr(self, "_state", None) is not None:
+            out = out + self._state.all_metrics()
+        return out
+
+    def get_compile_config(self):
+        # Losses and metrics come from the heads (recorded in `tasks`), so the
+        # Keras compile config holds the optimizer and step settings only.
+        return super().get_compile_config()
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        config = {k: v for k, v in config.items() if v is not None and k not in ("loss", "metrics", "weighted_metrics", "loss_weights")}
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    # ------------------------------------------------------------------ losses
+    def _check_labels(self, y):
+        if not isinstance(y, dict):
+            if len(self.task_names) == 1 and y is not None:
+                return {self.task_names[0]: y}
+            raise TypeError(
+                f"Labels must be a dict keyed by task name {self.task_names}; got {type(y).__name__}."
+            )
+        for t in y:
+            if t not in self.heads:
+                raise ValueError(
+                    f"Labels name unknown task {t!r}.{suggestion(t, self.task_names)} "
+                    f"The model's tasks are {self.task_names}."
+                )
+        return y
+
+    def _check_label_shape(self, task, label):
+        expected, kind = self.heads[task].label_spec(tuple(self.input_shape[1:]) if not isinstance(self.input_shape, list) else ())
+        got = tuple(label.shape[1:])
+        alternatives = {expected}
+        if expected and expected[-1] == 1:
+            alternatives.add(expected[:-1])
+        elif kind == "int":
+            alternatives.add(expected + (1,))
+        ok = any(
+            len(got) == len(alt) and all(g is None or a is None or g == a for g, a in zip(got, alt))
+            for alt in alternatives
+        )
+        if not ok:
+            raise ValueError(
+                f"Task {task!r} ({self.tasks[task]['kind']}): labels have shape {('batch',) + got} but "
+                f"{('batch',) + expected} was expected. Check the dataset's {task!r} labels against the recipe."
+            )
+        if label.dtype == tf.string or label.dtype == tf.bool:
+            raise ValueError(f"Task {task!r}: labels must be numeric, got dtype {label.dtype.name}.")
+
+    def compute_task_losses(self, y, y_pred, sample_weight=None):
+        """dict task -> unweighted mean loss over the task's valid labels (0 when none)."""
+        if self._state is None:
+            raise RuntimeError("Call compile() before training or evaluating a MultiTaskModel.")
+        y = self._check_labels(y)
+        if sample_weight is not None and not isinstance(sample_weight, dict):
+            sample_weight = {t: sample_weight for t in self.task_names}
+        out = {}
+        for t in self.task_names:
+            if t not in y or y[t] is None:
+                out[t] = ops.convert_to_tensor(0.0)
+                continue
+            self._check_label_shape(t, y[t])
+            sw = None if sample_weight is None else sample_weight.get(t)
+            out[t] = ops.cast(self._state.task_losses[t](y[t], y_pred[t], sw), "float32")
+        return out
+
+    def penalty_losses(self):
+        """dict name -> value of each configured penalty (e.g. `soft_l2`)."""
+        out = {}
+        for p in self.penalties:
+            total = ops.convert_to_tensor(0.0)
+            for group in p["groups"]:
+                columns = [self.get_layer(n).trainable_variables for n in group]
+                for i in range(len(columns)):
+                    for j in range(i + 1, len(columns)):
+                        for a, b in zip(columns[i], columns[j]):
+                            total = total + ops.sum(ops.square(a - b))
+            out[p["kind"]] = p["weight"] * total
+        return out
+
+    def combine_task_losses(self, task_losses):
+        """The weighted total `Σ w_t L_t` (or the step hook's `combine`)."""
+        hook = self._hooks.step
+        if hook is not None and hasattr(hook, "combine"):
+            return hook.combine(self, task_losses)
+        total = ops.convert_to_tensor(0.0)
+        for t in self.task_names:
+            total = total + ops.cast(self._loss_weight_vars[t], "float32") * task_losses[t]
+        return total
+
+    def _losses_and_total(self, y, y_pred, sample_weight):
+        task_losses = self.compute_task_losses(y, y_pred, sample_weight)
+        total = self.combine_task_losses(task_losses)
+        penalties = self.penalty_losses()
+        for value in penalties.values():
+            total = total + value
+        if self.losses:
+            total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
+        y = self._check_labels(y)
+        batch = ops.shape(next(iter(y_pred.values())))[0]
+        for t, value in task_losses.items():
+            if t in y and y[t] is not None:
+                self._state.loss_trackers[t].update_state(value, sample_weight=batch)
+        for name, value in penalties.items():
+            self._state.extra_trackers[f"{name}_penalty"].update_state(value)
+        return task_losses, total
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        _, total = self._losses_and_total(y, y_pred, sample_weight)
+        return _scale_for_replicas(total)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        y = self._check_labels(y)
+        if sample_weight is not None and not isinstance(sample_weight, dict):
+            sample_weight = {t: sample_weight for t in self.task_names}
+        for t in self.task_names:
+            if t not in y or y[t] is None:
+                continue
+            sw = None if sample_weight is None else sample_weight.get(t)
+            for m in self._state.task_metrics[t]:
+                m.update_state(y[t], y_pred[t], sample_weight=sw)
+        return self.get_metrics_result()
+
+    # ------------------------------------------------------------------ step
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        hook = self._hooks.step
+        wants_grads = hook is not None and hasattr(hook, "gradients")
+        persistent = wants_grads and getattr(hook, "persistent_tape", True)
+        with tf.GradientTape(persistent=persistent) as tape:
+            y_pred = self(x, training=True)
+            task_losses, total = self._losses_and_total(y, y_pred, sample_weight)
+            batch = ops.shape(next(iter(y_pred.values())))[0]
+            self._loss_tracker.update_state(total, sample_weight=batch)
+            step_loss = self.scale_loss_for_step(total)
+        variables = self.trainable_variables
+        if wants_grads:
+            grads = hook.gradients(self, tape, task_losses, step_loss)
+        else:
+            grads = tape.gradient(step_loss, variables)
+        del tape
+        self._apply_if_finite(total, grads, variables)
+        return self.compute_metrics(x, y, y_pred, sample_weight)
+
+    def _apply_if_finite(self, total, grads, variables):
+        finite = tf.math.is_finite(total)
+        for g in grads:
+            if g is not None:
+                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+        self._state.extra_trackers["nonfinite_steps"].update_state(1.0 - tf.cast(finite, "float32"))
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        if not pairs:
+            return
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            # A cond around a cross-replica update is not allowed in replica
+            # context: zero the gradients instead (the optimizer still counts the step).
+            pairs = [(tf.where(finite, g, tf.zeros_like(g)), v) for g, v in pairs]
+            self.optimizer.apply_gradients(pairs)
+            return
+
+        def apply():
+            self.optimizer.apply_gradients(pairs)
+            return tf.constant(True)
+
+        tf.cond(finite, apply, lambda: tf.constant(False))
+
+    # ------------------------------------------------------------------ config
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "tasks": self.tasks,
+                "task_layers": self.task_layers,
+                "penalties": self.penalties,
+                "initial_loss_weights": self.initial_loss_weights,
+                "metadata": self.metadata,
+            }
+        )
+        return config

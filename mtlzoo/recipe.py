@@ -1,0 +1,395 @@
+"""Recipes: validated YAML descriptions of a multi-task model and its training.
+
+A recipe names the input shape, backbone, sharing mode, the tasks (each with a
+head kind, head arguments and a loss weight), the optimizer, the loss
+weighting / gradient aggregation, and the data and training settings used by
+`mtlzoo.train`. The shipped recipes are the YAML files in the `recipes/`
+folder (installed as the package `mtlzoo.recipes`); a path to any YAML file
+works too. Every key is checked: unknown keys, task kinds, backbones, sharing
+modes, weightings and aggregators are errors naming the bad key and the near
+match. Overrides passed to `build`/`get_recipe` (or `key=value` on the command
+line, dotted for nested keys) are validated the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import importlib.resources
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtlzoo import backbones, heads, sharing  # noqa: F401  (registration)
+from mtlzoo.registry import AGGREGATORS, BACKBONES, HEADS, RECIPES, SHARING, WEIGHTINGS, suggestion
+
+
+class RecipeError(ValueError):
+    """A recipe or an override is invalid; the message names the key and the fix."""
+
+
+# Weightings that need no callback: the loss weights stay as the recipe sets them.
+BUILTIN_WEIGHTINGS = ("fixed",)
+
+_SHARING_RESERVED = ("inputs", "backbone", "heads", "neck_channels")
+_BACKBONE_RESERVED = ("input_shape", "prefix", "weights")
+
+
+def _recipes_dir() -> Path:
+    try:
+        return Path(str(importlib.resources.files("mtlzoo.recipes")))
+    except ModuleNotFoundError:  # running from a source checkout without installing
+        return Path(__file__).resolve().parent.parent / "recipes"
+
+
+def _register_shipped_recipes():
+    folder = _recipes_dir()
+    for path in sorted(folder.glob("*.yaml")):
+        if path.stem not in RECIPES:
+            RECIPES.register(path.stem, obj=path)
+
+
+def list_recipes(pattern: str = "*") -> list[str]:
+    """Names of the registered recipes (the shipped YAML files and any registered by code).
+
+    Example:
+    ```python
+    mtlzoo.list_recipes()          # ['driving_perception', 'driving_perception_cross_stitch', ...]
+    mtlzoo.list_recipes("*lite*")
+    ```
+    """
+    _register_shipped_recipes()
+    return RECIPES.list(pattern)
+
+
+def _accepted_args(fn, reserved=()):
+    params = inspect.signature(fn).parameters
+    return [n for n, p in params.items() if n not in reserved and n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _check_keys(given, allowed, where):
+    for key in given:
+        if key not in allowed:
+            raise RecipeError(
+                f"{where}: unknown key {key!r}.{suggestion(key, allowed)} Valid keys: {', '.join(sorted(allowed))}."
+            )
+
+
+def _check_name(registry, name, where, extra=()):
+    if name in extra:
+        return name
+    if name not in registry:
+        known = registry.list() + list(extra)
+        raise RecipeError(f"{where}: unknown {registry.kind} {name!r}.{suggestion(name, known)} Known: {', '.join(sorted(known))}.")
+    return registry.canonical(name)
+
+
+@dataclasses.dataclass
+class TaskSpec:
+    """One task of a recipe: its head kind, head arguments and loss weight."""
+
+    kind: str
+    loss_weight: float = 1.0
+    head_args: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, name: str, data: Any) -> "TaskSpec":
+        where = f"task {name!r}"
+        if not isinstance(data, dict):
+            raise RecipeError(f"{where}: expected a mapping with at least `kind`, got {data!r}.")
+        data = dict(data)
+        if "kind" not in data:
+            raise RecipeError(f"{where}: missing `kind` (one of {', '.join(HEADS.list())}).")
+        kind = _check_name(HEADS, data.pop("kind"), where)
+        weight = data.pop("loss_weight", 1.0)
+        try:
+            weight = float(weight)
+        except (TypeError, ValueError):
+            raise RecipeError(f"{where}: loss_weight must be a number, got {weight!r}.") from None
+        if weight < 0 or weight != weight:
+            raise RecipeError(f"{where}: loss_weight must be >= 0, got {weight}.")
+        head_cls = HEADS.get(kind)
+        allowed = _accepted_args(head_cls.__init__) + ["kind", "loss_weight"]
+        _check_keys(data, allowed, where)
+        try:
+            head_cls(**data)
+        except (TypeError, ValueError) as e:
+            raise RecipeError(f"{where}: {e}") from None
+        return cls(kind=kind, loss_weight=weight, head_args=data)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "loss_weight": self.loss_weight, **self.head_args}
+
+
+@dataclasses.dataclass
+class Recipe:
+    """A validated recipe. Build a model with `recipe.build()` or `mtlzoo.build(name)`.
+
+    Args:
+        name: str. Recipe name.
+        tasks: dict task name -> `TaskSpec` (YAML: `{kind: ..., loss_weight: ..., **head args}`).
+        description: str. One line on what the recipe is for.
+        input_shape: tuple. (H, W, 3) for images (H, W divisible by 32) or (D,) for vectors.
+        backbone: str. A registered backbone (`mtlzoo.backbones.list()`).
+        backbone_args: dict. Extra backbone arguments (e.g. `width` for `tiny`).
+        weights: str or None. Local weights file for the backbone; never downloaded.
+        sharing: str. `hard`, `cross_stitch` or `soft_l2` (`mtlzoo.sharing.list()`).
+        sharing_args: dict. Builder arguments (cross-stitch `mode`, `alpha_self`; soft_l2 `weight`).
+        neck_channels: int. Width of the FPN neck.
+        optimizer: dict. `{"name": "adam", "learning_rate": 1e-3, ...}` (any Keras optimizer).
+        weighting: str. Loss weighting: `fixed` (the recipe's loss weights) or a registered method.
+        weighting_args: dict. Hyperparameters of the weighting method.
+        aggregator: str or None. A gradient aggregator (`mtlzoo.aggregators.list()`), or None.
+        aggregator_args: dict. Hyperparameters of the aggregator.
+        data: dict. Dataset settings used by `mtlzoo.train` (`name`, `label_fractions`, ...).
+        training: dict. Training settings used by `mtlzoo.train` (`epochs`, `batch_size`, ...).
+        seed: int. Seed for weight initialisation and data order.
+    """
+
+    name: str
+    tasks: dict
+    description: str = ""
+    input_shape: tuple = (128, 256, 3)
+    backbone: str = "tiny"
+    backbone_args: dict = dataclasses.field(default_factory=dict)
+    weights: str | None = None
+    sharing: str = "hard"
+    sharing_args: dict = dataclasses.field(default_factory=dict)
+    neck_channels: int = 64
+    optimizer: dict = dataclasses.field(default_factory=lambda: {"name": "adam", "learning_rate": 1e-3})
+    weighting: str = "fixed"
+    weighting_args: dict = dataclasses.field(default_factory=dict)
+    aggregator: str | None = None
+    aggregator_args: dict = dataclasses.field(default_factory=dict)
+    data: dict = dataclasses.field(default_factory=dict)
+    training: dict = dataclasses.field(default_factory=dict)
+    seed: int = 0
+
+    # ------------------------------------------------------------ parsing
+    @classmethod
+    def fields(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict, name: str | None = None) -> "Recipe":
+        """Validates a recipe mapping (as loaded from YAML) and returns a Recipe."""
+        if not isinstance(data, dict):
+            raise RecipeError(f"A recipe must be a mapping of keys to values, got {type(data).__name__}.")
+        data = copy.deepcopy(data)
+        data.setdefault("name", name or "custom")
+        where = f"recipe {data['name']!r}"
+        _check_keys(data, cls.fields(), where)
+        if "tasks" not in data or not data["tasks"]:
+            raise RecipeError(f"{where}: `tasks` is missing or empty; give at least one task with a `kind`.")
+        if not isinstance(data["tasks"], dict):
+            raise RecipeError(f"{where}: `tasks` must map task names to task settings.")
+        tasks = {}
+        for tname, tdata in data["tasks"].items():
+            if not isinstance(tname, str) or not tname.isidentifier():
+                raise RecipeError(f"{where}: task name {tname!r} must be a Python identifier (it names outputs and logs).")
+            if "__" in tname:
+                raise RecipeError(f"{where}: task name {tname!r} must not contain '__' (reserved for layer names).")
+            tasks[tname] = tdata if isinstance(tdata, TaskSpec) else TaskSpec.from_dict(tname, tdata)
+        data["tasks"] = tasks
+        recipe = cls(**data)
+        recipe.validate()
+        return recipe
+
+    def validate(self) -> None:
+        where = f"recipe {self.name!r}"
+        try:
+            shape = tuple(int(v) for v in self.input_shape)
+        except (TypeError, ValueError):
+            raise RecipeError(f"{where}: input_shape must be a list of integers, got {self.input_shape!r}.") from None
+        if not shape or any(v <= 0 for v in shape):
+            raise RecipeError(f"{where}: input_shape must hold positive integers, got {self.input_shape!r}.")
+        if len(shape) == 3 and (shape[0] % 32 or shape[1] % 32):
+            raise RecipeError(
+                f"{where}: input_shape {shape[0]}x{shape[1]} must have a height and width divisible by 32 "
+                f"(feature strides 4..32); e.g. {max(32, shape[0] // 32 * 32)}x{max(32, shape[1] // 32 * 32)}."
+            )
+        self.input_shape = shape
+        self.backbone = _check_name(BACKBONES, self.backbone, where)
+        _check_keys(self.backbone_args, _accepted_args(BACKBONES.get(self.backbone), _BACKBONE_RESERVED), f"{where}: backbone_args of {self.backbone!r}")
+        self.sharing = _check_name(SHARING, self.sharing, where)
+        _check_keys(self.sharing_args, _accepted_args(SHARING.get(self.sharing), _SHARING_RESERVED), f"{where}: sharing_args of {self.sharing!r}")
+        if self.sharing != "hard" and len(self.tasks) < 2:
+            raise RecipeError(f"{where}: sharing {self.sharing!r} needs at least two tasks; use sharing: hard.")
+        if int(self.neck_channels) <= 0:
+            raise RecipeError(f"{where}: neck_channels must be positive, got {self.neck_channels}.")
+        if not isinstance(self.optimizer, dict) or "name" not in self.optimizer:
+            raise RecipeError(f"{where}: optimizer must be a mapping with a `name` (e.g. {{name: adam, learning_rate: 0.001}}).")
+        _ensure_components()
+        self.weighting = _check_name(WEIGHTINGS, self.weighting, where, extra=BUILTIN_WEIGHTINGS)
+        if self.aggregator is not None:
+            self.aggregator = _check_name(AGGREGATORS, self.aggregator, where)
+        if self.weights is not None and not os.path.isfile(str(self.weights)):
+            raise RecipeError(f"{where}: weights file {self.weights!r} does not exist (mtlzoo never downloads weights).")
+        for key in ("data", "training", "backbone_args", "sharing_args", "weighting_args", "aggregator_args"):
+            if not isinstance(getattr(self, key), dict):
+                raise RecipeError(f"{where}: `{key}` must be a mapping, got {getattr(self, key)!r}.")
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["tasks"] = {t: spec.to_dict() for t, spec in self.tasks.items()}
+        out["input_shape"] = list(self.input_shape)
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    # ------------------------------------------------------------ overrides
+    def override(self, **overrides) -> "Recipe":
+        """A new recipe with top-level or dotted (`tasks.depth.loss_weight`) keys replaced.
+
+        `tasks=[...]` keeps only the listed tasks; `tasks={...}` merges per task.
+        """
+        data = self.to_dict()
+        # Arguments belong to the component they configure: switching the
+        # component without giving new arguments drops the old ones.
+        for component, args in (("backbone", "backbone_args"), ("sharing", "sharing_args"),
+                                ("weighting", "weighting_args"), ("aggregator", "aggregator_args")):
+            if component in overrides and overrides[component] != data[component] and args not in overrides \
+                    and not any(k.startswith(args + ".") for k in overrides):
+                data[args] = {}
+        for key, value in overrides.items():
+            parts = key.split(".")
+            if parts[0] not in data:
+                _check_keys([parts[0]], self.fields(), f"override of recipe {self.name!r}")
+            if key == "tasks" and isinstance(value, (list, tuple)):
+                unknown = [t for t in value if t not in data["tasks"]]
+                if unknown:
+                    t = unknown[0]
+                    raise RecipeError(
+                        f"override tasks=: recipe {self.name!r} has no task {t!r}.{suggestion(t, data['tasks'])} "
+                        f"Its tasks: {', '.join(data['tasks'])}."
+                    )
+                data["tasks"] = {t: data["tasks"][t] for t in value}
+                continue
+            if key == "tasks" and isinstance(value, dict):
+                for t, settings in value.items():
+                    base = data["tasks"].get(t, {})
+                    data["tasks"][t] = {**base, **settings} if isinstance(settings, dict) else settings
+                continue
+            target = data
+            for part in parts[:-1]:
+                if not isinstance(target.get(part), dict):
+                    if part in target and target[part] is None:
+                        target[part] = {}
+                    elif part not in target:
+                        raise RecipeError(f"override {key!r}: {part!r} is not a key of recipe {self.name!r}.{suggestion(part, target)}")
+                    else:
+                        raise RecipeError(f"override {key!r}: {part!r} is not a mapping.")
+                target = target[part]
+            target[parts[-1]] = value
+        return Recipe.from_dict(data)
+
+    # ------------------------------------------------------------ building
+    def build(self, compile: bool = True):
+        """Builds (and by default compiles) the `MultiTaskModel` this recipe describes."""
+        import keras
+
+        from mtlzoo.model import MultiTaskModel
+
+        keras.utils.set_random_seed(int(self.seed))
+        heads = {t: HEADS.get(spec.kind)(**spec.head_args) for t, spec in self.tasks.items()}
+        backbone = functools.partial(
+            BACKBONES.get(self.backbone), tuple(self.input_shape), weights=self.weights, **self.backbone_args
+        )
+        inputs = keras.Input(tuple(self.input_shape), name="image" if len(self.input_shape) == 3 else "features")
+        graph = SHARING.get(self.sharing)(inputs, backbone, heads, neck_channels=int(self.neck_channels), **self.sharing_args)
+        task_configs = {t: {"kind": spec.kind, **heads[t].get_config()} for t, spec in self.tasks.items()}
+        model = MultiTaskModel(
+            inputs=inputs,
+            outputs={t: graph.outputs[t] for t in self.tasks},
+            tasks=task_configs,
+            task_layers=graph.task_layers,
+            penalties=graph.penalties,
+            initial_loss_weights={t: spec.loss_weight for t, spec in self.tasks.items()},
+            metadata={"recipe": self.to_dict()},
+            name=self.name,
+        )
+        if compile:
+            self.compile(model)
+        return model
+
+    def make_optimizer(self):
+        import keras
+
+        config = dict(self.optimizer)
+        name = config.pop("name")
+        try:
+            return keras.optimizers.get({"class_name": name, "config": config})
+        except (ValueError, TypeError) as e:
+            raise RecipeError(f"recipe {self.name!r}: cannot make optimizer {self.optimizer!r}: {e}") from None
+
+    def compile(self, model):
+        """Compiles `model` with the recipe's optimizer, weighting hook and aggregator."""
+        model.compile(optimizer=self.make_optimizer())
+        from mtlzoo import training_hooks
+
+        training_hooks.install(model, self)
+        return model
+
+
+def _ensure_components():
+    """Imports the modules that register weightings and aggregators."""
+    import importlib
+
+    for module in ("mtlzoo.weighting", "mtlzoo.aggregators"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+
+
+def load_recipe_file(path) -> Recipe:
+    """Loads and validates a recipe YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Recipe file {str(path)!r} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise RecipeError(f"Recipe file {str(path)!r} is not valid YAML: {e}") from None
+    return Recipe.from_dict(data, name=path.stem)
+
+
+def get_recipe(name_or_path="driving_perception", **overrides) -> Recipe:
+    """A validated recipe by registered name or YAML path, with overrides applied.
+
+    Example:
+    ```python
+    recipe = mtlzoo.get_recipe("driving_perception", input_shape=(64, 128, 3))
+    ```
+    """
+    if isinstance(name_or_path, Recipe):
+        recipe = name_or_path
+    elif isinstance(name_or_path, dict):
+        recipe = Recipe.from_dict(name_or_path)
+    elif str(name_or_path).endswith((".yaml", ".yml")) or os.sep in str(name_or_path):
+        recipe = load_recipe_file(name_or_path)
+    else:
+        _register_shipped_recipes()
+        entry = RECIPES.get(name_or_path)
+        recipe = load_recipe_file(entry) if isinstance(entry, Path) else Recipe.from_dict(entry(), name=name_or_path)
+    return recipe.override(**overrides) if overrides else recipe
+
+
+def parse_cli_overrides(pairs) -> dict:
+    """`["key=value", "tasks.depth.loss_weight=2"]` -> dict, values parsed as YAML scalars/lists."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise RecipeError(f"Override {pair!r} must look like key=value (e.g. sharing=cross_stitch).")
+        key, value = pair.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out

@@ -1,0 +1,139 @@
+"""Every recipe builds in every sharing mode, trains, and round-trips through .keras."""
+
+import numpy as np
+import pytest
+
+import mtlzoo
+from mtlzoo.registry import SHARING
+
+SMALL = (64, 64, 3)
+
+
+def small_overrides(name):
+    recipe = mtlzoo.get_recipe(name)
+    return {"input_shape": SMALL} if len(recipe.input_shape) == 3 else {}
+
+
+CASES = [(r, s) for r in mtlzoo.list_recipes() for s in SHARING.list()]
+
+
+def check_output_shapes(model, spec, preds, n):
+    input_shape = tuple(model.input_shape[1:])
+    assert set(preds) == set(spec.tasks)
+    for task, head in model.heads.items():
+        kind = spec.tasks[task].kind
+        out = np.asarray(preds[task])
+        if kind == "segmentation":
+            assert out.shape == (n,) + input_shape[:2] + (head.num_classes,)
+        elif kind == "depth":
+            assert out.shape == (n,) + input_shape[:2] + (1,)
+            assert (out > 0).all()
+        elif kind == "detection":
+            assert out.shape == (n, input_shape[0] // 4, input_shape[1] // 4, head.num_classes + 4)
+        elif kind in ("multilabel", "classification"):
+            assert out.shape == (n, head.num_classes)
+        elif kind == "regression":
+            assert out.shape == (n, head.units)
+        else:
+            raise AssertionError(f"untested task kind {kind}")
+
+
+@pytest.mark.parametrize("recipe,sharing", CASES)
+def test_recipe_builds_in_every_sharing_mode(recipe, sharing, batch_factory):
+    """The recipe's own backbone, at a small input size."""
+    model = mtlzoo.build(recipe, sharing=sharing, compile=False, **small_overrides(recipe))
+    spec = mtlzoo.get_recipe(recipe)
+    assert isinstance(model, mtlzoo.MultiTaskModel)
+    assert set(model.output_names) == set(spec.tasks)
+    assert isinstance(model.output, dict) and set(model.output) == set(spec.tasks)
+    x, _ = batch_factory(model, n=2)
+    check_output_shapes(model, spec, model.predict_on_batch(x), 2)
+
+
+@pytest.mark.parametrize("recipe,sharing", CASES)
+def test_recipe_trains_and_reloads(recipe, sharing, batch_factory, tmp_path):
+    """Every recipe and sharing mode trains and round-trips (tiny trunk to keep the suite fast)."""
+    overrides = small_overrides(recipe)
+    if overrides:
+        overrides.update(backbone="tiny", backbone_args={"width": 4}, neck_channels=16)
+    model = mtlzoo.build(recipe, sharing=sharing, **overrides)
+    spec = mtlzoo.get_recipe(recipe)
+    x, y = batch_factory(model, n=4)
+    history = model.fit(x, y, epochs=6, batch_size=4, verbose=0)
+    losses = history.history["loss"]
+    assert np.isfinite(losses).all()
+    assert losses[-1] < losses[0], losses
+    for task in spec.tasks:
+        assert f"{task}_loss" in history.history
+
+    path = tmp_path / "m.keras"
+    model.save(path)
+    reloaded = mtlzoo.load(path)
+    again = reloaded.predict_on_batch(x)
+    after = model.predict_on_batch(x)
+    check_output_shapes(model, spec, after, 4)
+    for task in spec.tasks:
+        np.testing.assert_allclose(again[task], after[task], rtol=1e-5, atol=1e-5)
+    assert reloaded.get_loss_weights() == pytest.approx(model.get_loss_weights())
+    # The reloaded model is compiled with the heads' losses and keeps training.
+    assert reloaded.compiled
+    reloaded.fit(x, y, epochs=1, batch_size=4, verbose=0)
+
+
+def test_build_default_recipe_has_four_driving_tasks():
+    model = mtlzoo.build("driving_perception", compile=False)
+    assert sorted(model.output_names) == ["depth", "detection", "scene", "segmentation"]
+    assert tuple(model.input_shape[1:]) == (128, 256, 3)
+
+
+def test_issue_example_cross_stitch_subset():
+    model = mtlzoo.build("driving_perception", sharing="cross_stitch", input_shape=(128, 256, 3),
+                         tasks=["segmentation", "depth"], backbone="mobilenetv3_small", compile=False)
+    assert sorted(model.output_names) == ["depth", "segmentation"]
+    assert any(layer.name.startswith("cross_stitch_") for layer in model.layers)
+
+
+@pytest.mark.parametrize("backbone", ["tiny", "mobilenetv3_small", "mobilenetv3_large", "efficientnetv2_b0", "resnet50"])
+def test_backbones_give_stride_4_to_32_features(backbone):
+    stages = mtlzoo.backbones.get(backbone)((64, 96, 3), prefix="b_")
+    strides = []
+    x = stages[0].input
+    for stage in stages:
+        strides.append(64 // stage.output.shape[1])
+        assert stage.output.shape[2] == 96 // strides[-1]
+    assert strides == [4, 8, 16, 32]
+    del x
+
+
+def test_backbone_refuses_downloads_and_bad_shapes(tmp_path):
+    with pytest.raises(ValueError, match="never downloads"):
+        mtlzoo.backbones.get("resnet50")((64, 64, 3), weights="imagenet")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        mtlzoo.backbones.get("tiny")((64, 64, 3), weights=str(tmp_path / "missing.h5"))
+    with pytest.raises(ValueError, match="divisible by 32"):
+        mtlzoo.backbones.get("tiny")((60, 64, 3))
+
+
+def test_backbone_loads_a_local_weights_file(tmp_path):
+    import keras
+
+    app = keras.applications.MobileNetV3Small(input_shape=(64, 64, 3), include_top=False, weights=None,
+                                              include_preprocessing=False)
+    for v in app.weights:
+        v.assign(np.full(v.shape, 0.01, dtype=v.dtype))
+    path = str(tmp_path / "mnv3.weights.h5")
+    app.save_weights(path)
+    stages = mtlzoo.backbones.get("mobilenetv3_small")((64, 64, 3), weights=path)
+    kernel = stages[0].get_layer("backbone_stem").get_layer("conv").kernel
+    np.testing.assert_allclose(np.asarray(kernel), 0.01)
+
+
+def test_parameter_summary_splits_shared_and_task_parameters():
+    model = mtlzoo.build("driving_perception_lite", input_shape=SMALL, backbone="tiny", compile=False)
+    summary = model.parameter_summary()
+    shared, by_task = model.variable_groups()
+    assert summary["shared"] > 0 and all(summary[t] > 0 for t in model.task_names)
+    # Loss weights are the model's own, non-trainable weights.
+    assert summary["total"] == summary["shared"] + sum(summary[t] for t in model.task_names) + len(model.task_names)
+    names = {v.path for v in shared}
+    assert not any(n.startswith("segmentation") for n in names)
