@@ -83,6 +83,23 @@ def cmd_demo(args):
     return 0
 
 
+BENCHMARKS = ("data", "step", "latency", "scale", "quality")
+
+
+def cmd_bench(args):
+    import importlib
+
+    from mtlzoo.recipe import parse_cli_overrides
+
+    names = BENCHMARKS if args.name == "all" else (args.name,)
+    options = parse_cli_overrides(args.options)
+    for name in names:
+        module = importlib.import_module(f"mtlzoo.bench.{name}")
+        print(f"== mtlzoo bench {name} ==")
+        module.run(dict(options))
+    return 0
+
+
 def make_parser():
     parser = argparse.ArgumentParser(prog="mtlzoo", description="Multi-task learning model zoo (Keras 3).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +114,11 @@ def make_parser():
     p.add_argument("overrides", nargs="*", help="key=value recipe overrides (e.g. sharing=cross_stitch)")
     p.add_argument("--save", help="also save the model to this .keras file")
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("bench", help="benchmarks, measured side by side: " + ", ".join(BENCHMARKS))
+    p.add_argument("name", choices=BENCHMARKS + ("all",))
+    p.add_argument("options", nargs="*", help="key=value options of the benchmark (e.g. steps=5 rounds=3)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the end-to-end demo on built-in synthetic data")
     p.add_argument("--out", default="demo_out", help="output folder")

@@ -34,10 +34,16 @@ class _TrainingState:
 
 
 class _Hooks:
-    """Holder of the step hook, kept out of Keras's attribute tracking."""
+    """The step hooks, kept out of Keras's attribute tracking.
+
+    Two slots: `loss` holds a hook with `combine` (it replaces the weighted
+    sum), `gradient` one with `gradients` (it computes the update). One object
+    may fill both.
+    """
 
     def __init__(self):
-        self.step = None
+        self.loss = None
+        self.gradient = None
 
 
 @keras.saving.register_keras_serializable(package="mtlzoo")
@@ -63,7 +69,7 @@ class MultiTaskModel(keras.Model):
       detection target) are skipped, as are examples with a zero per-task
       `sample_weight`. A batch with no label for a task gives that task a loss
       of 0, not NaN, and no gradient.
-    - **A train-step hook** (`set_step_hook`) through which loss-weighting
+    - **Train-step hooks** (`set_step_hook`) through which loss-weighting
       methods that need gradients or learnable parameters, and gradient
       aggregators (PCGrad, MGDA, ...), see the per-task losses and compute the
       gradients, without any change to the builders.
@@ -194,29 +200,95 @@ class MultiTaskModel(keras.Model):
 
     # ------------------------------------------------------------------ hooks
     @property
-    def step_hook(self):
-        return self._hooks.step
+    def step_hooks(self):
+        """The installed hooks as a list (loss hook first, no duplicates)."""
+        out = []
+        for hook in (self._hooks.loss, self._hooks.gradient):
+            if hook is not None and all(hook is not h for h in out):
+                out.append(hook)
+        return out
 
     def set_step_hook(self, hook):
-        """Installs the train-step hook (or None to remove it).
+        """Installs a train-step hook; `set_step_hook(None)` removes every hook.
 
         A hook may define:
         - `combine(model, task_losses) -> total`: replaces `Σ w_t L_t` (e.g.
           uncertainty weighting with learned log-variances);
-        - `gradients(model, tape, task_losses, total) -> list`: returns the
-          gradients for `model.trainable_variables` from a persistent
-          `tf.GradientTape` (gradient aggregators, GradNorm). Use
-          `model.scale_loss_for_step(loss)` on any loss it differentiates so
-          distribution and optimizer loss scaling match the default step;
+        - `gradients(model, tape, task_losses, total, extra) -> list`: returns
+          the gradients for `model.trainable_variables` from a persistent
+          `tf.GradientTape` (gradient aggregators, GradNorm). `total` is the
+          step loss and `extra` its part that is not a task loss (penalties,
+          regularisers), both already scaled for the step; apply
+          `model.scale_loss_for_step(loss)` to any other loss it
+          differentiates so distribution and optimizer scaling match, and
+          compute such losses inside `with tape:` so the tape records them;
+        - `representation` (bool): the step runs the model as trunk + heads
+          and passes `features` (the shared representation) to `gradients`
+          as a keyword, for representation-level methods;
         - `build(model)`: called once when the hook is installed;
         - `persistent_tape` (bool, default True when `gradients` exists).
-        The compiled train function is rebuilt on the next `fit`.
+
+        A model holds one hook of each kind; installing a second gradient (or
+        combine) hook while another is installed is an error: remove it first
+        with `remove_step_hook`. The compiled train function is rebuilt on the
+        next `fit`.
         """
-        if hook is not None and hasattr(hook, "build"):
-            hook.build(self)
-        self._hooks.step = hook
+        if hook is None:
+            self._hooks.loss = self._hooks.gradient = None
+        else:
+            has_combine, has_gradients = hasattr(hook, "combine"), hasattr(hook, "gradients")
+            if not (has_combine or has_gradients):
+                raise TypeError(f"{type(hook).__name__} is not a step hook: it defines neither `combine` nor `gradients`.")
+            for slot, wanted in (("loss", has_combine), ("gradient", has_gradients)):
+                current = getattr(self._hooks, slot)
+                if wanted and current is not None and current is not hook:
+                    raise ValueError(
+                        f"The model already has a {slot} hook ({type(current).__name__}); "
+                        f"{type(hook).__name__} cannot be combined with it. Use one method that "
+                        f"{'changes the loss' if slot == 'loss' else 'computes gradients'} at a time, "
+                        "or call model.remove_step_hook(...) first."
+                    )
+            if hasattr(hook, "build"):
+                hook.build(self)
+            if has_combine:
+                self._hooks.loss = hook
+            if has_gradients:
+                self._hooks.gradient = hook
         self.train_function = None
         self.test_function = None
+
+    def remove_step_hook(self, hook):
+        """Removes `hook` from the slots it occupies (no error when absent)."""
+        if self._hooks.loss is hook:
+            self._hooks.loss = None
+        if self._hooks.gradient is hook:
+            self._hooks.gradient = None
+        self.train_function = None
+        self.test_function = None
+
+    def shared_representation_model(self):
+        """(trunk, heads): the model split at the tensors where task layers read shared features.
+
+        `trunk(x)` returns the list of shared feature tensors and `heads(features)`
+        the output dict, so `heads(trunk(x)) == model(x)`. Used by
+        representation-level gradient methods (MGDA-UB, Aligned-MTL-UB).
+        """
+        if getattr(self, "_split_cache", None) is None:
+            task_layer_names = {n for names in self.task_layers.values() for n in names}
+            boundary, seen = [], set()
+            for name in sorted(task_layer_names):
+                layer = self.get_layer(name)
+                for node in layer._inbound_nodes:
+                    for tensor in node.input_tensors:
+                        producer = tensor._keras_history.operation
+                        if producer.name not in task_layer_names and id(tensor) not in seen:
+                            seen.add(id(tensor))
+                            boundary.append(tensor)
+            inputs = self.inputs[0] if len(self.inputs) == 1 else self.inputs
+            trunk = keras.Model(inputs, boundary, name=f"{self.name}_trunk")
+            heads = keras.Model(boundary, self._outputs_struct, name=f"{self.name}_heads")
+            object.__setattr__(self, "_split_cache", (trunk, heads))
+        return self._split_cache
 
     def scale_loss_for_step(self, loss):
         """Applies the replica and optimizer loss scaling used for the total loss."""
@@ -362,8 +434,8 @@ class MultiTaskModel(keras.Model):
 
     def combine_task_losses(self, task_losses):
         """The weighted total `Σ w_t L_t` (or the step hook's `combine`)."""
-        hook = self._hooks.step
-        if hook is not None and hasattr(hook, "combine"):
+        hook = self._hooks.loss
+        if hook is not None:
             return hook.combine(self, task_losses)
         total = ops.convert_to_tensor(0.0)
         for t in self.task_names:
@@ -371,13 +443,16 @@ class MultiTaskModel(keras.Model):
         return total
 
     def _losses_and_total(self, y, y_pred, sample_weight):
+        """(task losses, total, extra): extra = the non-task part of the total (penalties, regularisers)."""
         task_losses = self.compute_task_losses(y, y_pred, sample_weight)
-        total = self.combine_task_losses(task_losses)
+        weighted = self.combine_task_losses(task_losses)
+        extra = ops.convert_to_tensor(0.0)
         penalties = self.penalty_losses()
         for value in penalties.values():
-            total = total + value
+            extra = extra + value
         if self.losses:
-            total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
+            extra = extra + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
+        total = weighted + extra
         y = self._check_labels(y)
         batch = ops.shape(next(iter(y_pred.values())))[0]
         for t, value in task_losses.items():
@@ -385,10 +460,10 @@ class MultiTaskModel(keras.Model):
                 self._state.loss_trackers[t].update_state(value, sample_weight=batch)
         for name, value in penalties.items():
             self._state.extra_trackers[f"{name}_penalty"].update_state(value)
-        return task_losses, total
+        return task_losses, total, extra
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        _, total = self._losses_and_total(y, y_pred, sample_weight)
+        _, total, _ = self._losses_and_total(y, y_pred, sample_weight)
         return _scale_for_replicas(total)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -406,18 +481,29 @@ class MultiTaskModel(keras.Model):
     # ------------------------------------------------------------------ step
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        hook = self._hooks.step
-        wants_grads = hook is not None and hasattr(hook, "gradients")
-        persistent = wants_grads and getattr(hook, "persistent_tape", True)
+        hook = self._hooks.gradient
+        representation = hook is not None and getattr(hook, "representation", False)
+        persistent = hook is not None and getattr(hook, "persistent_tape", True)
+        features = None
         with tf.GradientTape(persistent=persistent) as tape:
-            y_pred = self(x, training=True)
-            task_losses, total = self._losses_and_total(y, y_pred, sample_weight)
+            if representation:
+                trunk, heads = self.shared_representation_model()
+                features = trunk(x, training=True)
+                features = list(features) if isinstance(features, (list, tuple)) else [features]
+                for f in features:
+                    tape.watch(f)
+                y_pred = heads(features, training=True)
+            else:
+                y_pred = self(x, training=True)
+            task_losses, total, extra = self._losses_and_total(y, y_pred, sample_weight)
             batch = ops.shape(next(iter(y_pred.values())))[0]
             self._loss_tracker.update_state(total, sample_weight=batch)
             step_loss = self.scale_loss_for_step(total)
+            step_extra = self.scale_loss_for_step(extra)
         variables = self.trainable_variables
-        if wants_grads:
-            grads = hook.gradients(self, tape, task_losses, step_loss)
+        if hook is not None:
+            kwargs = {"features": features} if representation else {}
+            grads = hook.gradients(self, tape, task_losses, step_loss, step_extra, **kwargs)
         else:
             grads = tape.gradient(step_loss, variables)
         del tape

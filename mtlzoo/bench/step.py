@@ -1,0 +1,133 @@
+"""`mtlzoo bench step`: train-step cost of every weighting and aggregator, as ratios.
+
+All candidates are built on the same recipe, traced once, then timed in
+interleaved rounds (one round = `steps` calls of each candidate in turn), so a
+noisy neighbour slows every candidate alike. Reported per candidate: the median
+step time over rounds, its ratio to the equal-weight step, and its ratio to the
+floor for exact per-task gradients — a step that runs T separate backward
+passes through the whole model (`t_backward`).
+
+Example:
+```python
+from mtlzoo.bench.step import run
+run({"recipe": "driving_perception_lite", "steps": 5, "rounds": 3})
+```
+or `mtlzoo bench step steps=5 rounds=3 "overrides={input_shape: [64, 128, 3]}"`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+_DEFAULTS = {
+    "recipe": "driving_perception_lite",
+    "overrides": (),
+    "batch_size": 8,
+    "steps": 5,
+    "rounds": 3,
+    "warmup": 3,
+    "methods": None,
+    "jit_compile": False,
+}
+
+
+class PerTaskBackward:
+    """Reference hook: T separate backward passes through the model, summed (the plain gradient)."""
+
+    persistent_tape = True
+
+    def gradients(self, model, tape, task_losses, total, extra):
+        variables = model.trainable_variables
+        with tape:
+            terms = [model.scale_loss_for_step(model.loss_weights[t] * task_losses[t]) for t in model.task_names]
+        grads = [None] * len(variables)
+        for term in terms + [extra]:
+            for i, g in enumerate(tape.gradient(term, variables)):
+                if g is not None:
+                    grads[i] = g if grads[i] is None else grads[i] + g
+        return grads
+
+
+def _options(args):
+    opts = dict(_DEFAULTS)
+    if args is not None:
+        source = args if isinstance(args, dict) else vars(args)
+        opts.update({k: v for k, v in source.items() if k in opts and v is not None})
+    return opts
+
+
+def _candidates(methods):
+    import mtlzoo.aggregators
+    import mtlzoo.weighting
+
+    out = [("equal", "plain", None), ("t_backward", "hook", PerTaskBackward)]
+    for name in mtlzoo.aggregators.list():
+        out.append((f"aggregator:{name}", "aggregator", (name, {})))
+        if getattr(mtlzoo.aggregators.get(name), "weight_based", False) and name in ("mgda", "aligned_mtl"):
+            out.append((f"aggregator:{name}_ub", "aggregator", (name, {"representation": True})))
+    for name in mtlzoo.weighting.list():
+        out.append((f"weighting:{name}", "weighting", name))
+    if methods:
+        wanted = set(methods) | {"equal", "t_backward"}
+        out = [c for c in out if c[0] in wanted or c[0].split(":")[-1] in wanted]
+    return out
+
+
+def run(args=None) -> dict:
+    """Times every candidate's train step; prints a markdown table and returns the numbers.
+
+    Args:
+        args: Namespace, dict or None with `recipe`, `overrides` (dict, or a
+            list of key=value strings), `batch_size`, `steps` (per round), `rounds`, `methods`
+            (names to keep; default all) and `jit_compile`.
+    """
+    import mtlzoo
+    import mtlzoo.weighting
+    from mtlzoo.recipe import get_recipe, parse_cli_overrides
+    from mtlzoo.testing import random_inputs, random_labels
+    from mtlzoo.training_hooks import make_aggregator_hook
+
+    opts = _options(args)
+    overrides = opts["overrides"] or {}
+    if not isinstance(overrides, dict):
+        overrides = parse_cli_overrides(overrides)
+    recipe = get_recipe(opts["recipe"], **overrides)
+    probe = recipe.build(compile=False)
+    x = random_inputs(probe, opts["batch_size"])
+    y = random_labels(probe, opts["batch_size"])
+    del probe
+
+    models = {}
+    for name, kind, spec in _candidates(opts["methods"]):
+        model = recipe.override(aggregator=None).build(compile=False)
+        model.compile(optimizer=recipe.make_optimizer(), jit_compile=bool(opts["jit_compile"]))
+        if kind == "hook":
+            model.set_step_hook(spec())
+        elif kind == "aggregator":
+            model.set_step_hook(make_aggregator_hook(*spec))
+        elif kind == "weighting":
+            callback = mtlzoo.weighting.get(spec)
+            callback.set_model(model)
+            callback.on_train_begin({})
+        for _ in range(int(opts["warmup"])):  # trace, then a few slow first executions
+            model.train_on_batch(x, y)
+        models[name] = model
+
+    times = {name: [] for name in models}
+    for _ in range(int(opts["rounds"])):
+        for name, model in models.items():
+            start = time.perf_counter()
+            for _ in range(int(opts["steps"])):
+                model.train_on_batch(x, y)
+            times[name].append((time.perf_counter() - start) / int(opts["steps"]))
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    base, floor = med["equal"], med["t_backward"]
+    rows = {name: {"ms": 1000 * m, "vs_equal": m / base, "vs_t_backward": m / floor} for name, m in med.items()}
+    print(f"recipe {recipe.name} {recipe.input_shape} batch {opts['batch_size']}, T={len(recipe.tasks)}, "
+          f"jit_compile={bool(opts['jit_compile'])}, {opts['rounds']} rounds x {opts['steps']} steps, median")
+    print("| method | step ms | × equal | × T backward passes |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, r in rows.items():
+        print(f"| {name} | {r['ms']:.1f} | {r['vs_equal']:.2f} | {r['vs_t_backward']:.2f} |")
+    return {"recipe": recipe.name, "rows": rows, "options": {k: v for k, v in opts.items() if k != "overrides"}}

@@ -1,0 +1,135 @@
+"""Runs a gradient aggregator (PCGrad, MGDA, ...) inside the model's train step."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import tensorflow as tf
+
+
+def flatten(tensors, like):
+    """Concatenates gradients into one vector (None -> zeros shaped like the variable)."""
+    return tf.concat(
+        [tf.reshape(tf.zeros_like(v) if g is None else tf.convert_to_tensor(g), [-1]) for g, v in zip(tensors, like)],
+        axis=0,
+    )
+
+
+def unflatten(vector, like):
+    """Splits a flat vector back into tensors shaped like the variables in `like`."""
+    sizes = [math.prod(v.shape) for v in like]
+    parts = tf.split(vector, sizes) if like else []
+    return [tf.reshape(p, v.shape) for p, v in zip(parts, like)]
+
+
+class AggregatorHook:
+    """Replaces the shared parameters' gradient by an aggregator's direction.
+
+    Per step: one backward pass per task gives that task's gradient on the
+    shared parameters (stacked as the [T, P] matrix the aggregator combines)
+    and on its own head; the aggregated direction is applied to the shared
+    parameters, each head gets its task's gradient, and penalties and
+    regularisers (e.g. soft sharing) add their own gradients. The rows are the
+    gradients of `w_t · L_t`, so the model's loss weights (and epoch-level
+    weighting callbacks such as DWA) still scale the tasks; methods that
+    change the loss itself (uncertainty weighting, GLS) cannot be combined with
+    an aggregator.
+
+    With `representation=True` (the "-UB" variants of weight-based methods,
+    e.g. MGDA-UB) the rows are the gradients w.r.t. the shared feature map,
+    which only pass through the heads; the aggregator's task weights then
+    scale one backward pass of `Σ_t λ_t w_t L_t` through the whole model.
+
+    Under `tf.distribute`, the per-task gradient matrix is summed across
+    replicas before aggregation (the global method, not a per-replica one).
+
+    Args:
+        aggregator: an `mtlzoo.aggregators` object.
+        representation: bool. Use representation-level gradients. Defaults to False.
+
+    Example:
+    ```python
+    model = mtlzoo.build("driving_perception_lite", aggregator="pcgrad")   # installs it
+    # or by hand:
+    model.set_step_hook(mtlzoo.gradient_hook.AggregatorHook(mtlzoo.aggregators.get("mgda")))
+    ```
+    """
+
+    persistent_tape = True
+
+    def __init__(self, aggregator, representation=False):
+        if representation and not getattr(aggregator, "weight_based", False):
+            raise ValueError(
+                f"Representation-level aggregation needs a weight-based aggregator "
+                f"(MGDA, Aligned-MTL, ...); {type(aggregator).__name__} is not."
+            )
+        self.aggregator = aggregator
+        self.representation = bool(representation)
+        self.shared = []
+        self.by_task = {}
+
+    def build(self, model):
+        if getattr(model, "_hooks", None) is not None and model._hooks.loss is not None:
+            raise ValueError(
+                f"Gradient aggregator {type(self.aggregator).__name__} cannot be combined with the loss hook "
+                f"{type(model._hooks.loss).__name__} (it changes the loss itself); use one of them."
+            )
+        self.shared, self.by_task = model.variable_groups()
+        if not self.shared:
+            warnings.warn(
+                "This model has no shared parameters (soft_l2 sharing keeps every column task-specific): "
+                "the gradient aggregator has nothing to combine and plain gradients are used.",
+                stacklevel=3,
+            )
+        num_params = sum(math.prod(v.shape) for v in self.shared)
+        self.aggregator.build(len(model.task_names), None if self.representation else num_params)
+
+    def _losses_vector(self, model, task_losses):
+        return tf.stack([tf.cast(task_losses[t], tf.float32) for t in model.task_names])
+
+    def gradients(self, model, tape, task_losses, total, extra, features=None):
+        variables = model.trainable_variables
+        if not self.shared:
+            return tape.gradient(total, variables)
+        weights = model.loss_weights
+        with tape:  # record the per-task terms on the (persistent) step tape
+            terms = {
+                t: model.scale_loss_for_step(tf.cast(weights[t], tf.float32) * task_losses[t]) for t in model.task_names
+            }
+        losses = self._losses_vector(model, task_losses) if self.aggregator.requires_losses else None
+        replica = tf.distribute.get_replica_context()
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+
+        if self.representation:
+            rows = [flatten(tape.gradient(terms[t], features), features) for t in model.task_names]
+            matrix = tf.stack(rows)
+            lam = tf.stop_gradient(self.aggregator.task_weights(matrix, losses))
+            with tape:
+                step = tf.add_n([lam[i] * terms[t] for i, t in enumerate(model.task_names)]) + extra
+            return tape.gradient(step, variables)
+
+        index = {id(v): i for i, v in enumerate(variables)}
+        grads = [None] * len(variables)
+        rows = []
+        for t in model.task_names:
+            own = self.by_task[t]
+            g = tape.gradient(terms[t], self.shared + own)
+            rows.append(flatten(g[: len(self.shared)], self.shared))
+            for v, gv in zip(own, g[len(self.shared):]):
+                grads[index[id(v)]] = gv
+        matrix = tf.stack(rows)
+        if replicas > 1 and replica is not None:
+            # Aggregate the global per-task gradients, then hand back this
+            # replica's share (the optimizer sums the replicas' gradients).
+            matrix = replica.all_reduce(tf.distribute.ReduceOp.SUM, matrix)
+            direction = self.aggregator(matrix, losses) / replicas
+        else:
+            direction = self.aggregator(matrix, losses)
+        for v, gv in zip(self.shared, unflatten(tf.cast(direction, tf.float32), self.shared)):
+            grads[index[id(v)]] = gv
+        extra_grads = tape.gradient(extra, variables)
+        for i, ge in enumerate(extra_grads):
+            if ge is not None:
+                grads[i] = ge if grads[i] is None else grads[i] + ge
+        return grads
