@@ -100,6 +100,12 @@ def cmd_bench(args):
     return 0
 
 
+def cmd_diagnose(args):
+    from mtlzoo.diagnostics import run_diagnose
+
+    return run_diagnose(args)
+
+
 def make_parser():
     parser = argparse.ArgumentParser(prog="mtlzoo", description="Multi-task learning model zoo (Keras 3).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +125,14 @@ def make_parser():
     p.add_argument("name", choices=BENCHMARKS + ("all",))
     p.add_argument("options", nargs="*", help="key=value options of the benchmark (e.g. steps=5 rounds=3)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("diagnose", help="negative-transfer report: gradient conflict, task affinity, loss weights")
+    p.add_argument("recipe", help="recipe name or YAML path")
+    p.add_argument("overrides", nargs="*", help="key=value recipe overrides (e.g. weighting=dwa)")
+    p.add_argument("--out", default="diagnose_out", help="report folder")
+    p.add_argument("--epochs", type=int, default=3, help="training epochs")
+    p.add_argument("--steps", type=int, default=20, help="training steps per epoch")
+    p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("demo", help="the end-to-end demo on built-in synthetic data")
     p.add_argument("--out", default="demo_out", help="output folder")

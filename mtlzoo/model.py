@@ -88,6 +88,12 @@ class MultiTaskModel(keras.Model):
             the corresponding trainable variables of each group's layers.
         initial_loss_weights: dict task -> float. Defaults to 1.0 each.
         metadata: dict. Free-form information kept in the config (the recipe).
+        learned_loss_params: bool. Create one trainable scalar per task
+            (`model.learned_loss_params[task]`, named `{task}_loss_param`,
+            initialised to 0) for loss-weighting methods that learn them
+            (uncertainty weighting's log-variances, IMTL-L's scales). They
+            are trained by the model's optimizer and saved with the model.
+            Defaults to False.
 
     Example:
     ```python
@@ -104,6 +110,7 @@ class MultiTaskModel(keras.Model):
         penalties = kwargs.pop("penalties", None) or []
         initial_loss_weights = kwargs.pop("initial_loss_weights", None) or {}
         metadata = kwargs.pop("metadata", None) or {}
+        learned_loss_params = bool(kwargs.pop("learned_loss_params", False))
         super().__init__(*args, **kwargs)
         outputs = self._outputs_struct if hasattr(self, "_outputs_struct") else None
         if not isinstance(outputs, dict):
@@ -143,6 +150,11 @@ class MultiTaskModel(keras.Model):
             )
             for t in self.task_names
         }
+        self._learned_loss_params_enabled = learned_loss_params
+        self._learned_loss_param_vars = {
+            t: self.add_weight(name=f"{t}_loss_param", shape=(), initializer="zeros", trainable=True)
+            for t in self.task_names
+        } if learned_loss_params else {}
         self._hooks = _Hooks()
         self._state = None
 
@@ -152,9 +164,14 @@ class MultiTaskModel(keras.Model):
         """dict task -> non-trainable `keras.Variable` holding that task's loss weight."""
         return dict(self._loss_weight_vars)
 
+    @property
+    def learned_loss_params(self):
+        """dict task -> trainable scalar variable (empty unless built with `learned_loss_params=True`)."""
+        return dict(self._learned_loss_param_vars)
+
     def get_loss_weights(self):
         """dict task -> current loss weight as a Python float."""
-        return {t: float(ops.convert_to_numpy(v)) for t, v in self._loss_weight_vars.items()}
+        return {t: float(v.numpy()) for t, v in self._loss_weight_vars.items()}
 
     def set_loss_weights(self, weights):
         """Assigns loss weights from a dict (a subset of tasks is fine) or a list in task order."""
@@ -542,6 +559,7 @@ class MultiTaskModel(keras.Model):
                 "penalties": self.penalties,
                 "initial_loss_weights": self.initial_loss_weights,
                 "metadata": self.metadata,
+                "learned_loss_params": self._learned_loss_params_enabled,
             }
         )
         return config

@@ -311,6 +311,8 @@ class Recipe:
             penalties=graph.penalties,
             initial_loss_weights={t: spec.loss_weight for t, spec in self.tasks.items()},
             metadata={"recipe": self.to_dict()},
+            learned_loss_params=self.weighting != "fixed"
+            and bool(getattr(WEIGHTINGS.get(self.weighting), "needs_learned_loss_params", False)),
             name=self.name,
         )
         if compile:

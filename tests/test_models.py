@@ -1,5 +1,6 @@
 """Every recipe builds in every sharing mode, trains, and round-trips through .keras."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -39,15 +40,28 @@ def check_output_shapes(model, spec, preds, n):
 
 
 @pytest.mark.parametrize("recipe,sharing", CASES)
-def test_recipe_builds_in_every_sharing_mode(recipe, sharing, batch_factory):
-    """The recipe's own backbone, at a small input size."""
+def test_recipe_builds_in_every_sharing_mode(recipe, sharing, batch_factory, tmp_path):
+    """The recipe's own backbone, at a small input size; .keras round trip with safe_mode."""
     model = mtlzoo.build(recipe, sharing=sharing, compile=False, **small_overrides(recipe))
     spec = mtlzoo.get_recipe(recipe)
     assert isinstance(model, mtlzoo.MultiTaskModel)
     assert set(model.output_names) == set(spec.tasks)
     assert isinstance(model.output, dict) and set(model.output) == set(spec.tasks)
     x, _ = batch_factory(model, n=2)
-    check_output_shapes(model, spec, model.predict_on_batch(x), 2)
+    preds = model.predict_on_batch(x)
+    check_output_shapes(model, spec, preds, 2)
+    assert not [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.Lambda)]
+    model.save(tmp_path / "m.keras")
+    again = mtlzoo.load(tmp_path / "m.keras", compile=False).predict_on_batch(x)
+    for task in spec.tasks:
+        np.testing.assert_allclose(again[task], preds[task], rtol=1e-5, atol=1e-5)
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 @pytest.mark.parametrize("recipe,sharing", CASES)
@@ -133,7 +147,11 @@ def test_parameter_summary_splits_shared_and_task_parameters():
     summary = model.parameter_summary()
     shared, by_task = model.variable_groups()
     assert summary["shared"] > 0 and all(summary[t] > 0 for t in model.task_names)
-    # Loss weights are the model's own, non-trainable weights.
-    assert summary["total"] == summary["shared"] + sum(summary[t] for t in model.task_names) + len(model.task_names)
+    # Every trainable parameter is either shared or one task's; the loss
+    # weights and BatchNorm statistics are non-trainable extras in the total.
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    assert summary["shared"] + sum(summary[t] for t in model.task_names) == trainable
+    non_trainable = sum(int(np.prod(v.shape)) for v in model.non_trainable_variables)
+    assert summary["total"] == trainable + non_trainable
     names = {v.path for v in shared}
     assert not any(n.startswith("segmentation") for n in names)
