@@ -38,8 +38,10 @@ class AggregatorHook:
 
     With `representation=True` (the "-UB" variants of weight-based methods,
     e.g. MGDA-UB) the rows are the gradients w.r.t. the shared feature map,
-    which only pass through the heads; the aggregator's task weights then
-    scale one backward pass of `Σ_t λ_t w_t L_t` through the whole model.
+    which only pass through the heads; the aggregator's task weights λ_t then
+    scale each head's gradient and the feature-map gradients, which go back
+    through the trunk in one backward pass — the same passes as an ordinary
+    step, plus the small solver.
 
     Under `tf.distribute`, the per-task gradient matrix is summed across
     replicas before aggregation (the global method, not a per-replica one).
@@ -88,7 +90,7 @@ class AggregatorHook:
     def _losses_vector(self, model, task_losses):
         return tf.stack([tf.cast(task_losses[t], tf.float32) for t in model.task_names])
 
-    def gradients(self, model, tape, task_losses, total, extra, features=None):
+    def gradients(self, model, tape, task_losses, total, extra, features=None, trunk_outputs=None):
         variables = model.trainable_variables
         if not self.shared:
             return tape.gradient(total, variables)
@@ -101,15 +103,10 @@ class AggregatorHook:
         replica = tf.distribute.get_replica_context()
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
 
-        if self.representation:
-            rows = [flatten(tape.gradient(terms[t], features), features) for t in model.task_names]
-            matrix = tf.stack(rows)
-            lam = tf.stop_gradient(self.aggregator.task_weights(matrix, losses))
-            with tape:
-                step = tf.add_n([lam[i] * terms[t] for i, t in enumerate(model.task_names)]) + extra
-            return tape.gradient(step, variables)
-
         index = {id(v): i for i, v in enumerate(variables)}
+        if self.representation:
+            return self._representation_gradients(model, tape, terms, extra, features, trunk_outputs, losses, variables, index)
+
         grads = [None] * len(variables)
         rows = []
         for t in model.task_names:
@@ -128,8 +125,35 @@ class AggregatorHook:
             direction = self.aggregator(matrix, losses)
         for v, gv in zip(self.shared, unflatten(tf.cast(direction, tf.float32), self.shared)):
             grads[index[id(v)]] = gv
-        extra_grads = tape.gradient(extra, variables)
-        for i, ge in enumerate(extra_grads):
+        return self._add_extra(tape, extra, variables, grads)
+
+    @staticmethod
+    def _add_extra(tape, extra, variables, grads):
+        """Adds the gradients of the non-task loss terms (penalties, regularisers)."""
+        for i, ge in enumerate(tape.gradient(extra, variables)):
             if ge is not None:
                 grads[i] = ge if grads[i] is None else grads[i] + ge
         return grads
+
+    def _representation_gradients(self, model, tape, terms, extra, features, trunk_outputs, losses, variables, index):
+        """Weights from feature-map gradients; heads once per task, the trunk once in all."""
+        grads = [None] * len(variables)
+        rows, feature_grads, head_grads = [], [], []
+        for t in model.task_names:
+            own = self.by_task[t]
+            g = tape.gradient(terms[t], list(features) + own)
+            f = [tf.zeros_like(x) if gi is None else gi for gi, x in zip(g[: len(features)], features)]
+            feature_grads.append(f)
+            head_grads.append(g[len(features):])
+            rows.append(tf.concat([tf.reshape(x, [-1]) for x in f], axis=0))
+        lam = tf.stop_gradient(self.aggregator.task_weights(tf.stack(rows), losses))
+        for i, t in enumerate(model.task_names):
+            for v, gv in zip(self.by_task[t], head_grads[i]):
+                if gv is not None:
+                    grads[index[id(v)]] = lam[i] * gv
+        upstream = [tf.add_n([lam[i] * feature_grads[i][k] for i in range(len(model.task_names))])
+                    for k in range(len(features))]
+        trunk = tape.gradient(list(trunk_outputs), self.shared, output_gradients=upstream)
+        for v, gv in zip(self.shared, trunk):
+            grads[index[id(v)]] = gv
+        return self._add_extra(tape, extra, variables, grads)

@@ -240,8 +240,11 @@ class MultiTaskModel(keras.Model):
           differentiates so distribution and optimizer scaling match, and
           compute such losses inside `with tape:` so the tape records them;
         - `representation` (bool): the step runs the model as trunk + heads
-          and passes `features` (the shared representation) to `gradients`
-          as a keyword, for representation-level methods;
+          and passes `features` (the heads' inputs: cut copies of the shared
+          feature maps, watched by the tape) and `trunk_outputs` (the
+          trunk's tensors, to push feature gradients back through the trunk
+          with `tape.gradient(trunk_outputs, vars, output_gradients=...)`)
+          to `gradients` as keywords, for representation-level methods;
         - `build(model)`: called once when the hook is installed;
         - `persistent_tape` (bool, default True when `gradients` exists).
 
@@ -505,8 +508,12 @@ class MultiTaskModel(keras.Model):
         with tf.GradientTape(persistent=persistent) as tape:
             if representation:
                 trunk, heads = self.shared_representation_model()
-                features = trunk(x, training=True)
-                features = list(features) if isinstance(features, (list, tuple)) else [features]
+                trunk_outputs = trunk(x, training=True)
+                trunk_outputs = list(trunk_outputs) if isinstance(trunk_outputs, (list, tuple)) else [trunk_outputs]
+                # The heads read cut copies, so a gradient w.r.t. one feature
+                # map is its own partial derivative (feature maps may depend on
+                # each other inside the trunk, e.g. pyramid levels).
+                features = [tf.stop_gradient(f) for f in trunk_outputs]
                 for f in features:
                     tape.watch(f)
                 y_pred = heads(features, training=True)
@@ -519,7 +526,7 @@ class MultiTaskModel(keras.Model):
             step_extra = self.scale_loss_for_step(extra)
         variables = self.trainable_variables
         if hook is not None:
-            kwargs = {"features": features} if representation else {}
+            kwargs = {"features": features, "trunk_outputs": trunk_outputs} if representation else {}
             grads = hook.gradients(self, tape, task_losses, step_loss, step_extra, **kwargs)
         else:
             grads = tape.gradient(step_loss, variables)

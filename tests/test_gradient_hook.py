@@ -27,9 +27,10 @@ def _one_sgd_step(batch_factory, **overrides):
     return model, [np.array(v) - b for v, b in zip(model.trainable_variables, before)]
 
 
-def test_sum_aggregator_reproduces_the_plain_step(batch_factory):
+@pytest.mark.parametrize("representation", [False, True])
+def test_sum_aggregator_reproduces_the_plain_step(batch_factory, representation):
     _, plain = _one_sgd_step(batch_factory)
-    model, summed = _one_sgd_step(batch_factory, aggregator="sum")
+    model, summed = _one_sgd_step(batch_factory, aggregator="sum", aggregator_args={"representation": representation})
     assert isinstance(model._hooks.gradient, AggregatorHook)
     for a, b in zip(plain, summed):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
