@@ -19,6 +19,10 @@ _LAZY = {
     "Recipe": ("mtlzoo.recipe", "Recipe"),
     "MultiTaskModel": ("mtlzoo.model", "MultiTaskModel"),
 }
+# Submodules reachable as attributes without an explicit import: `mtlzoo.edge.load(...)`,
+# `mtlzoo.export(model, ...)` (the export package is callable: it runs `mtlzoo.export.export`).
+_SUBMODULES = ("edge", "export", "predict", "aggregators", "weighting", "data", "heads", "backbones",
+               "layers", "losses", "metrics", "diagnostics", "testing", "flops")
 
 
 def __getattr__(name):
@@ -29,8 +33,12 @@ def __getattr__(name):
         value = getattr(importlib.import_module(module), attr)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"mtlzoo.{name}")
     raise AttributeError(f"module 'mtlzoo' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted(list(globals()) + list(_LAZY) + list(_SUBMODULES))

@@ -106,6 +106,66 @@ def cmd_diagnose(args):
     return run_diagnose(args)
 
 
+def _representative_data(model, args):
+    """Calibration/verification batches for `mtlzoo export`: the recipe's dataset (validation split) or random vectors."""
+    import numpy as np
+
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(shape) != 3:
+        return np.random.default_rng(0).normal(size=(args.num_calibration,) + shape).astype("float32")
+    import mtlzoo.data
+
+    recipe = (getattr(model, "metadata", None) or {}).get("recipe") or {}
+    name = args.data or (recipe.get("data") or {}).get("name") or "synthetic_driving"
+    options = {"tasks": [t for t in model.task_names if t in mtlzoo.data.TASKS]} if name == "synthetic_driving" else {}
+    return mtlzoo.data.load(name, split="validation", batch_size=8, image_size=shape[:2],
+                            num_examples=args.num_calibration, data_dir=args.data_dir, **options)
+
+
+def _load_any(source, overrides=()):
+    """A Keras model from a .keras file or a recipe; an edge runner for .tflite files and export folders."""
+    import mtlzoo
+
+    source = str(source)
+    if source.endswith(".keras"):
+        return mtlzoo.load(source, compile=False)
+    if source.endswith(".tflite") or os.path.isdir(source):
+        import mtlzoo.edge
+
+        return mtlzoo.edge.load(source)
+    from mtlzoo.recipe import parse_cli_overrides
+
+    return mtlzoo.build(source, compile=False, **parse_cli_overrides(overrides))
+
+
+def cmd_export(args):
+    from mtlzoo.export import export, normalize_formats
+
+    model = _load_any(args.model, args.overrides)
+    if not hasattr(model, "heads"):
+        print(f"mtlzoo export: error: {args.model!r} is not a .keras model or a recipe.", file=sys.stderr)
+        return 2
+    formats = normalize_formats(args.formats)
+    data = None if (args.no_verify and "tflite_int8" not in formats) else _representative_data(model, args)
+    result = export(model, args.out, formats=formats, representative_data=data, overwrite=args.overwrite,
+                    verify=not args.no_verify, int8_io=args.int8_io)
+    for fmt, path in result.paths.items():
+        print(f"{fmt:<12} {path}")
+    if result.report.get("verified"):
+        print()
+        print((result.out_dir / "verification.md").read_text())
+    return 0
+
+
+def cmd_predict(args):
+    from mtlzoo.predict import predict_image
+
+    target = _load_any(args.model)
+    out = args.out or os.path.splitext(os.path.basename(args.image))[0] + "_prediction.png"
+    predict_image(target, args.image, out, score_threshold=args.score_threshold)
+    return 0
+
+
 def make_parser():
     parser = argparse.ArgumentParser(prog="mtlzoo", description="Multi-task learning model zoo (Keras 3).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +194,27 @@ def make_parser():
     p.add_argument("--steps", type=int, default=20, help="training steps per epoch")
     p.set_defaults(func=cmd_diagnose)
 
+    p = sub.add_parser("export", help="export to SavedModel/TFLite (float32, fp16, int8), verified against Keras")
+    p.add_argument("model", help="a .keras file, or a recipe name/YAML (exports its untrained model)")
+    p.add_argument("overrides", nargs="*", help="key=value recipe overrides (recipes only)")
+    p.add_argument("--formats", default="saved_model,tflite",
+                   help="comma-separated: saved_model, tflite, tflite_fp16, tflite_int8, or all (default: saved_model,tflite)")
+    p.add_argument("--out", required=True, help="export folder (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    p.add_argument("--int8-io", action="store_true", help="int8 inputs/outputs for tflite_int8 (default: float I/O)")
+    p.add_argument("--no-verify", action="store_true", help="skip the comparison with the Keras model")
+    p.add_argument("--data", default=None, help="calibration/verification dataset (default: the recipe's)")
+    p.add_argument("--data-dir", default=None, help="data_dir of that dataset")
+    p.add_argument("--num-calibration", type=int, default=64, help="calibration examples (default 64)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="run a model on one image: print per-task results, save a picture")
+    p.add_argument("model", help="a .keras file, a .tflite file, a SavedModel or an export folder")
+    p.add_argument("image", help="image file (PNG, JPEG)")
+    p.add_argument("--out", default=None, help="output PNG (default: IMAGE_prediction.png)")
+    p.add_argument("--score-threshold", type=float, default=0.3, help="minimum detection score (default 0.3)")
+    p.set_defaults(func=cmd_predict)
+
     p = sub.add_parser("demo", help="the end-to-end demo on built-in synthetic data")
     p.add_argument("--out", default="demo_out", help="output folder")
     p.set_defaults(func=cmd_demo)
@@ -146,9 +227,14 @@ def main(argv=None):
     from mtlzoo.recipe import RecipeError
     from mtlzoo.registry import UnknownNameError
 
+    errors = (RecipeError, UnknownNameError, FileNotFoundError, FileExistsError)
+    if args.command in ("export", "predict"):
+        from mtlzoo.export import ConversionError, ExportVerificationError
+
+        errors += (ConversionError, ExportVerificationError)
     try:
         return args.func(args)
-    except (RecipeError, UnknownNameError, FileNotFoundError) as e:
+    except errors as e:
         print(f"mtlzoo {args.command}: error: {e}", file=sys.stderr)
         return 2
 
