@@ -18,6 +18,8 @@ _LAZY = {
     "get_recipe": ("mtlzoo.recipe", "get_recipe"),
     "Recipe": ("mtlzoo.recipe", "Recipe"),
     "MultiTaskModel": ("mtlzoo.model", "MultiTaskModel"),
+    "train": ("mtlzoo.training", "train"),
+    "evaluate": ("mtlzoo.evaluation", "evaluate"),
 }
 # Submodules reachable as attributes without an explicit import: `mtlzoo.edge.load(...)`,
 # `mtlzoo.export(model, ...)` (the export package is callable: it runs `mtlzoo.export.export`).

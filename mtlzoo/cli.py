@@ -75,11 +75,33 @@ def cmd_build(args):
 
 
 def cmd_demo(args):
-    import mtlzoo
+    """Data -> training -> evaluation (run_demo), then export -> LiteRT int8 -> prediction picture."""
+    import time
 
-    print("== mtlzoo demo: build the default recipe ==")
-    model = mtlzoo.build("driving_perception")
-    print(describe_model(model))
+    import numpy as np
+
+    import mtlzoo
+    from mtlzoo.cli_training import run_demo
+
+    start = time.perf_counter()
+    model_path, validation, _ = run_demo(args.out, step_total=4)
+    print("== 4/4 deployment: TFLite float32 + int8 (verified against Keras), LiteRT run, prediction picture")
+    model = mtlzoo.load(model_path, compile=False)
+    export_dir = os.path.join(args.out, "export")
+    result = mtlzoo.export(model, export_dir, formats=["tflite", "tflite_int8"], representative_data=validation,
+                           overwrite=True)
+    for fmt, path in result.paths.items():
+        print(f"   {fmt:<12} {path} ({os.path.getsize(path) / 1e6:.2f} MB)" if os.path.isfile(path) else f"   {fmt:<12} {path}")
+    print((result.out_dir / "verification.md").read_text())
+    runner = mtlzoo.edge.load(result.paths["tflite_int8"])
+    image = np.asarray(next(iter(validation))[0][0])
+    outputs = runner(image[None])
+    print(f"   LiteRT ({runner.backend}) int8 outputs: " + ", ".join(f"{t} {tuple(v.shape)}" for t, v in outputs.items()))
+    from mtlzoo.predict import predict_image
+
+    picture = os.path.join(args.out, "prediction.png")
+    predict_image(runner, image, picture)
+    print(f"== demo done in {time.perf_counter() - start:.0f} s: picture {picture}, exports in {export_dir}")
     return 0
 
 
@@ -180,6 +202,11 @@ def make_parser():
     p.add_argument("overrides", nargs="*", help="key=value recipe overrides (e.g. sharing=cross_stitch)")
     p.add_argument("--save", help="also save the model to this .keras file")
     p.set_defaults(func=cmd_build)
+
+    from mtlzoo import cli_training, cli_tune
+
+    cli_training.register(sub)
+    cli_tune.register(sub)
 
     p = sub.add_parser("bench", help="benchmarks, measured side by side: " + ", ".join(BENCHMARKS))
     p.add_argument("name", choices=BENCHMARKS + ("all",))

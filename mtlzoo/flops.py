@@ -45,16 +45,33 @@ def count_flops(model) -> int:
     gflops = mtlzoo.flops.count_flops(mtlzoo.build("driving_perception")) / 1e9
     ```
     """
-    seen, total = set(), 0
-    stack = [model]
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        if isinstance(layer, keras.Model):
-            stack.extend(layer.layers)
-            continue
-        for node in layer._inbound_nodes:
-            total += _layer_flops(layer, node)
-    return int(total)
+    return int(_graph_flops(model, set()))
+
+
+def _graph_flops(model, seen):
+    """FLOPs of the nodes of `model`'s own graph (a layer reused inside it counts once per call).
+
+    Only the nodes of this model's graph count: a layer shared with another
+    graph (e.g. a `keras.applications` model split into stage models, whose
+    layers keep the nodes of the full application) is not counted twice.
+    """
+    nodes = getattr(model, "_nodes_by_depth", None)
+    if nodes is None:  # a subclassed model: fall back to every recorded call
+        total = 0
+        for layer in model.layers:
+            if isinstance(layer, keras.Model):
+                if id(layer) not in seen:
+                    seen.add(id(layer))
+                    total += _graph_flops(layer, seen)
+            else:
+                total += sum(_layer_flops(layer, node) for node in layer._inbound_nodes)
+        return total
+    total = 0
+    for depth_nodes in nodes.values():
+        for node in depth_nodes:
+            op = node.operation
+            if isinstance(op, keras.Model):
+                total += _graph_flops(op, seen)
+            elif isinstance(op, keras.layers.Layer):
+                total += _layer_flops(op, node)
+    return total

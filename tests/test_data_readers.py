@@ -726,3 +726,17 @@ def test_decode_lane_mask_bit_layout():
     np.testing.assert_array_equal(bdd100k.decode_lane_mask(values, "category"), [8, 0, 7, 6, 3, 5])
     np.testing.assert_array_equal(bdd100k.decode_lane_mask(values, "style"), [2, 0, 0, 1, 0, 1])
     np.testing.assert_array_equal(bdd100k.decode_lane_mask(values, "direction"), [2, 0, 0, 0, 1, 1])
+
+
+def test_readers_are_registered_with_mtlzoo_data_load(nyu):
+    nyu = nyu[0]
+    import mtlzoo.data
+
+    assert {"nyuv2_npy", "cityscapes_npy", "cityscapes", "bdd100k"} <= set(mtlzoo.data.DATASETS)
+    ds = mtlzoo.data.load("nyuv2_npy", split="validation", data_dir=str(nyu), image_size=(32, 64), batch_size=2)
+    image, labels = next(iter(ds))
+    assert image.shape[1:] == (32, 64, 3) and {"segmentation", "depth", "normal"} <= set(labels)
+    with pytest.raises(ValueError, match="pass data_dir="):
+        mtlzoo.data.load("nyuv2_npy", image_size=(32, 64), batch_size=2)
+    with pytest.raises(ValueError, match="label_fractions"):
+        mtlzoo.data.load("nyuv2_npy", data_dir=str(nyu), image_size=(32, 64), batch_size=2, label_fractions={"depth": 0.5})

@@ -155,3 +155,13 @@ def test_parameter_summary_splits_shared_and_task_parameters():
     assert summary["total"] == trainable + non_trainable
     names = {v.path for v in shared}
     assert not any(n.startswith("segmentation") for n in names)
+
+
+def test_application_backbones_use_a_trainable_bn_momentum():
+    stages = mtlzoo.backbones.get("mobilenetv3_small")((64, 64, 3))
+    bns = [layer for s in stages for layer in _all_layers(s) if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(layer.momentum == 0.99 for layer in bns)
+    kept = mtlzoo.backbones.get("mobilenetv3_small")((64, 64, 3), bn_momentum=None)
+    assert {layer.momentum for s in kept for layer in _all_layers(s) if isinstance(layer, keras.layers.BatchNormalization)} == {0.999}
+    with pytest.raises(ValueError, match="bn_momentum"):
+        mtlzoo.backbones.get("resnet50")((64, 64, 3), bn_momentum=1.5)

@@ -38,10 +38,19 @@ _SPECS = {
 def _make(name):
     app_fn, taps, preprocessing, extra = _SPECS[name]
 
-    def factory(input_shape, prefix="backbone_", weights=None):
+    def factory(input_shape, prefix="backbone_", weights=None, bn_momentum=0.99):
         check_image_shape(input_shape, name)
         weights = check_weights(weights, name)
+        if bn_momentum is not None and not 0.0 <= float(bn_momentum) < 1.0:
+            raise ValueError(f"Backbone {name!r}: bn_momentum must be in [0, 1), got {bn_momentum}.")
         app = app_fn(input_shape=tuple(input_shape), include_top=False, weights=weights, **extra)
+        if bn_momentum is not None:
+            # keras.applications' MobileNetV3 uses 0.999: trained from scratch for
+            # a few thousand steps its moving statistics stay near their
+            # initial values and inference-mode outputs are wrong.
+            for layer in app.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = float(bn_momentum)
         return split_application(app, taps, tuple(input_shape), preprocessing, prefix)
 
     factory.__name__ = name
@@ -50,7 +59,9 @@ def _make(name):
         f"Taps: {', '.join(taps)}. Input: RGB in [0, 255], normalised inside the model ({preprocessing!r}).\n\n"
         "Args:\n    input_shape: tuple. (H, W, 3), H and W divisible by 32.\n"
         "    prefix: str. Prefix of the stage model names.\n"
-        "    weights: str or None. A local weights file of the same architecture; never downloaded.\n\n"
+        "    weights: str or None. A local weights file of the same architecture; never downloaded.\n"
+        "    bn_momentum: float or None. BatchNorm moving-average momentum (0.99; None keeps\n"
+        "        the application's own, 0.999 for MobileNetV3, which is too slow from scratch).\n\n"
         f"Example:\n```python\nstages = mtlzoo.backbones.get({name!r})((128, 256, 3))\n```\n"
     )
     return factory

@@ -30,6 +30,8 @@ _DEFAULTS = {
     "num_examples": 128,
     "batch_size": 8,
     "seed": 0,
+    "recipe": "driving_perception_lite",
+    "train_steps": 5,
 }
 
 
@@ -49,7 +51,7 @@ def _options(args) -> dict:
         if source.get(key) is not None:
             opts[key] = source[key]
     opts["image_size"] = _parse_size(opts["image_size"])
-    for key in ("num_scenes", "num_examples", "batch_size", "seed"):
+    for key in ("num_scenes", "num_examples", "batch_size", "seed", "train_steps"):
         opts[key] = int(opts[key])
     return opts
 
@@ -65,6 +67,21 @@ def _pass(ds) -> tuple:
     return count, max(time.perf_counter() - start, 1e-9)
 
 
+def _train_consumption(opts, ds, image_size):
+    """Examples per second the recipe's train step consumes (same batch size, after warm-up)."""
+    import mtlzoo
+
+    model = mtlzoo.build(opts["recipe"], input_shape=tuple(image_size) + (3,))
+    x, y = next(iter(ds))
+    y = {t: v for t, v in y.items() if t in model.task_names}
+    for _ in range(3):  # trace, then the slow first executions
+        model.train_on_batch(x, y)
+    start = time.perf_counter()
+    for _ in range(opts["train_steps"]):
+        model.train_on_batch(x, y)
+    return opts["train_steps"] * int(x.shape[0]) / (time.perf_counter() - start)
+
+
 def run(args=None) -> dict:
     """Runs the data benchmark, prints a small table and returns the numbers.
 
@@ -72,12 +89,15 @@ def run(args=None) -> dict:
         args: argparse Namespace, dict or None with optional `image_size`
             ((H, W) or "HxW"), `num_scenes` (renderer, default 50),
             `num_examples` (pipeline, default 128), `batch_size` (default 8),
-            `seed` (default 0).
+            `seed` (default 0), `recipe` (whose train step is timed for the
+            pipeline-vs-consumption ratio; default driving_perception_lite,
+            None to skip) and `train_steps` (default 5).
 
     Returns:
         dict with `renderer_scenes_per_s` (one core), `pipeline_examples_per_s`
         (first, rendering pass), `pipeline_cached_examples_per_s` (second pass),
-        `image_size`, `cpu_count` and the sizes used.
+        `train_examples_per_s` (the recipe's train step), `image_size`,
+        `cpu_count` and the sizes used.
 
     Example:
     ```python
@@ -115,7 +135,9 @@ def run(args=None) -> dict:
     )
     n1, t1 = _pass(ds)
     n2, t2 = _pass(ds)
+    train_rate = _train_consumption(opts, ds, image_size) if opts["recipe"] and opts["train_steps"] > 0 else None
     result = {
+        "train_examples_per_s": train_rate,
         "image_size": image_size,
         "cpu_count": os.cpu_count(),
         "num_scenes": opts["num_scenes"],
@@ -130,6 +152,11 @@ def run(args=None) -> dict:
         ("pipeline, rendering", f"{n1 / t1:8.1f} examples/s"),
         ("pipeline, cached", f"{n2 / t2:8.1f} examples/s"),
     ]
+    if train_rate:
+        rows += [
+            (f"train step ({opts['recipe']})", f"{train_rate:8.1f} examples/s"),
+            ("pipeline / train step", f"{n1 / t1 / train_rate:8.1f}x rendering, {n2 / t2 / train_rate:.1f}x cached"),
+        ]
     print(f"synthetic_driving {image_size[0]}x{image_size[1]}, batch {opts['batch_size']}, "
           f"{os.cpu_count()} CPUs")
     width = max(len(r[0]) for r in rows)

@@ -65,6 +65,11 @@ def register_reader(name: str, reader) -> None:
     DATASETS.append(name)
 
 
+# The on-disk readers, adapted to the common signature (folder = data_dir).
+for _name in ("nyuv2_npy", "cityscapes_npy", "cityscapes", "bdd100k"):
+    register_reader(_name, f"mtlzoo.data.adapters:{_name}")
+
+
 def _reader(name: str):
     if not isinstance(name, str) or name not in _READERS:
         raise ValueError(
@@ -147,8 +152,6 @@ def load(
                 "or None for the dataset's default."
             )
     validate_label_fractions(label_fractions)
-    if "tasks" in options:
-        validate_tasks(options["tasks"])
     return reader(
         split=split,
         batch_size=int(batch_size),

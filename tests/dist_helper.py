@@ -1,0 +1,236 @@
+"""Runs the distributed-training checks of tests/test_distribute.py in a fresh process.
+
+Distribution needs its devices configured before TensorFlow initialises them
+(2 logical CPUs for MirroredStrategy, a TF_CONFIG cluster for
+MultiWorkerMirroredStrategy), so the tests start this script with
+`python tests/dist_helper.py MODE ...` instead of changing the pytest process.
+
+Modes:
+    mirrored OUT.json SCENARIO...   2 logical CPUs: each scenario trained with the
+                                    default strategy and with MirroredStrategy(2)
+                                    in this process; writes the differences.
+    worker OUT_DIR SCENARIO...      one worker of a MultiWorkerMirroredStrategy cluster
+                                    (TF_CONFIG from the environment); writes its final
+                                    weights to OUT_DIR/worker{i}_{scenario}.npz, and
+                                    worker 0 also a single-device reference
+                                    OUT_DIR/single_{scenario}.npz afterwards.
+
+Scenarios (tabular model, 16 features, vector heads, no BatchNorm so the
+single-device run is the exact reference):
+    plain      SGD, 2 epochs of 4 steps, global batch 16
+    weighting  + a loss-weighting callback (DWA, T=2) over 3 epochs: its weights change in epoch 3
+    pcgrad     + PCGrad on 3 tasks (random task orders, seed 0)
+    mgda       + MGDA on 3 tasks
+    mgda_ub    + MGDA-UB (representation level: weights from the shared features' gradients)
+    masked     class labels missing for the whole second half of every global batch
+               (replica 1's shard) and for 2 examples of the first half
+    nonfinite  Adam; one NaN regression label in replica 1's shard of step 2: the
+               whole step must be skipped on every replica, optimizer state included
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+SCENARIOS = ("plain", "weighting", "pcgrad", "mgda", "mgda_ub", "masked", "nonfinite")
+GLOBAL_BATCH = 16
+NUM_EXAMPLES = 64
+
+
+def make_data(scenario):
+    import numpy as np
+
+    rng = np.random.default_rng(123)
+    n = NUM_EXAMPLES
+    x = rng.normal(size=(n, 16)).astype("float32")
+    w = rng.normal(size=(16, 3)).astype("float32")
+    y = {
+        "label": np.argmax(x @ w + 0.5 * rng.normal(size=(n, 3)), axis=1).astype("int32"),
+        "target": (x[:, :1] * 2.0 - x[:, 1:2] + 0.1 * rng.normal(size=(n, 1))).astype("float32"),
+    }
+    if scenario in ("pcgrad", "mgda", "mgda_ub"):
+        # A third task that conflicts with `target`.
+        y["aux"] = (-x[:, :1] * 2.0 + x[:, 2:3]).astype("float32")
+    if scenario == "masked":
+        pos = np.arange(n) % GLOBAL_BATCH
+        y["label"][(pos >= GLOBAL_BATCH // 2) | (pos < 2)] = -1
+    if scenario == "nonfinite":
+        y["target"][GLOBAL_BATCH + GLOBAL_BATCH - 3] = np.nan  # step 2, second half of the batch
+    return x, y
+
+
+def epochs_of(scenario):
+    return {"weighting": 3, "nonfinite": 1}.get(scenario, 2)
+
+
+def make_model(scenario):
+    import mtlzoo
+
+    overrides = {"optimizer": {"name": "sgd", "learning_rate": 0.05}, "seed": 7}
+    if scenario in ("pcgrad", "mgda", "mgda_ub"):
+        overrides["tasks"] = {"aux": {"kind": "regression", "units": 1}}
+        overrides["aggregator"] = scenario.replace("_ub", "")
+        if scenario == "pcgrad":
+            overrides["aggregator_args"] = {"seed": 0}
+        if scenario == "mgda_ub":
+            overrides["aggregator_args"] = {"representation": True}
+    if scenario == "nonfinite":
+        overrides["optimizer"] = {"name": "adam", "learning_rate": 0.01}
+    return mtlzoo.build("tabular_demo", **overrides)
+
+
+def make_callbacks(scenario):
+    if scenario != "weighting":
+        return []
+    try:
+        import mtlzoo.weighting
+
+        return [mtlzoo.weighting.get("dwa", temperature=2.0)]
+    except ImportError:
+        import keras
+
+        class EpochWeights(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                self.model.set_loss_weights({"label": 1.0 / (epoch + 2), "target": 1.0 + epoch})
+                for t, v in self.model.get_loss_weights().items():
+                    logs[f"{t}_weight"] = v
+
+        return [EpochWeights()]
+
+
+def snapshot(model, history=None):
+    import numpy as np
+
+    out = {f"w{i}": np.asarray(v.numpy()) for i, v in enumerate(model.weights)}
+    out["loss_weights"] = np.array([model.get_loss_weights()[t] for t in model.task_names])
+    out["iterations"] = np.array(int(model.optimizer.iterations.numpy()))
+    if history is not None:
+        for k, v in history.history.items():
+            out[f"log_{k}"] = np.asarray(v, dtype="float64")
+    return out
+
+
+def train(scenario, strategy=None, dataset_fn=None):
+    """Trains one scenario under `strategy` (None: default); returns a snapshot dict."""
+    import contextlib
+
+    import tensorflow as tf
+
+    x, y = make_data(scenario)
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        model = make_model(scenario)
+    callbacks = make_callbacks(scenario)
+    if dataset_fn is None:
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
+        history = model.fit(data, epochs=epochs_of(scenario), verbose=0, callbacks=callbacks, shuffle=False)
+    else:
+        data = dataset_fn(x, y)
+        history = model.fit(
+            data, epochs=epochs_of(scenario), steps_per_epoch=NUM_EXAMPLES // GLOBAL_BATCH,
+            verbose=0, callbacks=callbacks,
+        )
+    return snapshot(model, history)
+
+
+def compare(a, b):
+    """Largest absolute and relative weight differences, and the logged-value difference."""
+    import numpy as np
+
+    weights = [k for k in a if k.startswith("w") and k != "loss_weights"]
+    abs_diff = max(float(np.max(np.abs(a[k] - b[k]))) if a[k].size else 0.0 for k in weights)
+    scale = max(float(np.max(np.abs(a[k]))) if a[k].size else 0.0 for k in weights)
+    lw = float(np.max(np.abs(a["loss_weights"] - b["loss_weights"])))
+    logs = {}
+    for k in a:
+        if k.startswith("log_") and k in b:
+            logs[k[4:]] = float(np.nanmax(np.abs(a[k] - b[k]))) if a[k].size else 0.0
+    return {
+        "max_abs_weight_diff": abs_diff,
+        "max_rel_weight_diff": abs_diff / max(scale, 1e-12),
+        "loss_weight_diff": lw,
+        "iterations": [int(a["iterations"]), int(b["iterations"])],
+        "log_diffs": logs,
+        "loss_weights": [a["loss_weights"].tolist(), b["loss_weights"].tolist()],
+        "nonfinite_steps": [
+            float(a["log_nonfinite_steps"][-1]) if "log_nonfinite_steps" in a else None,
+            float(b["log_nonfinite_steps"][-1]) if "log_nonfinite_steps" in b else None,
+        ],
+    }
+
+
+def run_mirrored(out, scenarios):
+    from mtlzoo import distribute
+
+    distribute.use_logical_cpus(2)
+    strategy = distribute.resolve_strategy("mirrored")
+    results = {"replicas": int(strategy.num_replicas_in_sync)}
+    for scenario in scenarios:
+        start = time.time()
+        try:
+            single = train(scenario)
+            mirrored = train(scenario, strategy)
+            results[scenario] = compare(single, mirrored)
+        except Exception as e:  # reported to the test, which fails with the message
+            results[scenario] = {"error": f"{type(e).__name__}: {e}"}
+        results[scenario]["seconds"] = round(time.time() - start, 2)
+    with open(out, "w") as f:
+        json.dump(results, f, indent=1)
+
+
+def _worker_dataset_fn(strategy):
+    """Each worker reads its contiguous slice of every global batch (the same global batches as one device)."""
+    import tensorflow as tf
+
+    def make(x, y):
+        def fn(context):
+            per_replica = context.get_per_replica_batch_size(GLOBAL_BATCH)
+            start = context.input_pipeline_id * per_replica
+            ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
+            part = slice(start, start + per_replica)
+            ds = ds.map(lambda a, b: (a[part], {k: v[part] for k, v in b.items()}))
+            return ds.repeat()
+
+        return strategy.distribute_datasets_from_function(fn)
+
+    return make
+
+
+def run_worker(out_dir, scenarios):
+    import numpy as np
+
+    from mtlzoo import distribute
+
+    config = distribute.validate_tf_config()
+    index = config["task"]["index"] if config else 0
+    strategy = distribute.resolve_strategy("multi_worker")
+    make = _worker_dataset_fn(strategy)
+    for scenario in scenarios:
+        start = time.time()
+        snap = train(scenario, strategy, dataset_fn=make)
+        snap["seconds"] = np.array(time.time() - start)
+        np.savez(os.path.join(out_dir, f"worker{index}_{scenario}.npz"), **snap)
+    if index == 0:
+        for scenario in scenarios:
+            np.savez(os.path.join(out_dir, f"single_{scenario}.npz"), **train(scenario))
+
+
+def main(argv):
+    mode, out, scenarios = argv[0], argv[1], argv[2:] or list(SCENARIOS)
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"unknown scenario(s) {unknown}; known: {SCENARIOS}")
+    if mode == "mirrored":
+        run_mirrored(out, scenarios)
+    elif mode == "worker":
+        run_worker(out, scenarios)
+    else:
+        raise SystemExit(f"unknown mode {mode!r}: mirrored or worker")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    main(sys.argv[1:])
