@@ -29,6 +29,11 @@ distribution as on one device (the model calls them from its train step):
 accelerators; it must run before TensorFlow initialises its devices.
 
 What was tested where is listed in `docs/distributed.md`.
+
+Reference:
+    TensorFlow guide "Distributed training with TensorFlow"
+    (https://www.tensorflow.org/guide/distributed_training) and the
+    `TF_CONFIG` format of `tf.distribute.cluster_resolver.TFConfigClusterResolver`.
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ import socket
 __all__ = [
     "STRATEGIES",
     "apply_if_finite",
+    "check_strategy",
     "check_tuner_env",
+    "free_ports",
     "local_batch",
     "local_cluster",
     "num_replicas",

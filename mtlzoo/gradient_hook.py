@@ -117,10 +117,22 @@ class AggregatorHook:
                 grads[index[id(v)]] = gv
         matrix = tf.stack(rows)
         if replicas > 1 and replica is not None:
-            # Aggregate the global per-task gradients, then hand back this
-            # replica's share (the optimizer sums the replicas' gradients).
+            # Aggregate the global per-task gradients once, in cross-replica
+            # context, then hand back this replica's share (the optimizer sums
+            # the replicas' gradients). Once, not per replica: a random
+            # aggregator (PCGrad's task orders, GradDrop) would otherwise draw a
+            # different stream on each replica (tf.random.Generator folds in
+            # the replica id), and stateful ones (GradVac, Nash-MTL) update
+            # their mirrored state in cross-replica context, as on one device.
             matrix = replica.all_reduce(tf.distribute.ReduceOp.SUM, matrix)
-            direction = self.aggregator(matrix, losses) / replicas
+            if losses is not None:
+                losses = replica.all_reduce(tf.distribute.ReduceOp.SUM, losses) / replicas
+
+            def aggregate_once(strategy, matrix, losses):
+                first = lambda v: None if v is None else strategy.experimental_local_results(v)[0]  # noqa: E731
+                return self.aggregator(first(matrix), first(losses))
+
+            direction = replica.merge_call(aggregate_once, args=(matrix, losses)) / replicas
         else:
             direction = self.aggregator(matrix, losses)
         for v, gv in zip(self.shared, unflatten(tf.cast(direction, tf.float32), self.shared)):
@@ -146,7 +158,25 @@ class AggregatorHook:
             feature_grads.append(f)
             head_grads.append(g[len(features):])
             rows.append(tf.concat([tf.reshape(x, [-1]) for x in f], axis=0))
-        lam = tf.stop_gradient(self.aggregator.task_weights(tf.stack(rows), losses))
+        matrix = tf.stack(rows)
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            # The global batch's feature maps are the replicas' maps side by
+            # side: gather the rows (a column permutation of the one-device
+            # matrix, which leaves every inner product, so the weights,
+            # unchanged) and weigh once, in cross-replica context.
+            matrix = replica.all_gather(matrix, axis=1)
+            if losses is not None:
+                losses = replica.all_reduce(tf.distribute.ReduceOp.SUM, losses) / replica.num_replicas_in_sync
+
+            def weigh_once(strategy, matrix, losses):
+                first = lambda v: None if v is None else strategy.experimental_local_results(v)[0]  # noqa: E731
+                return self.aggregator.task_weights(first(matrix), first(losses))
+
+            lam = replica.merge_call(weigh_once, args=(matrix, losses))
+        else:
+            lam = self.aggregator.task_weights(matrix, losses)
+        lam = tf.stop_gradient(lam)
         for i, t in enumerate(model.task_names):
             for v, gv in zip(self.by_task[t], head_grads[i]):
                 if gv is not None:

@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from mtlzoo import distribute
 from mtlzoo import losses as losses_lib
 from mtlzoo import metrics as metrics_lib
 from mtlzoo.registry import HEADS, suggestion
@@ -435,7 +436,9 @@ class MultiTaskModel(keras.Model):
                 continue
             self._check_label_shape(t, y[t])
             sw = None if sample_weight is None else sample_weight.get(t)
-            out[t] = ops.cast(self._state.task_losses[t](y[t], y_pred[t], sw), "float32")
+            # Under tf.distribute: this replica's share of the mean over the
+            # global batch's valid labels (valid counts summed over replicas).
+            out[t] = distribute.replica_task_loss(self._state.task_losses[t], y[t], y_pred[t], sw)
         return out
 
     def penalty_losses(self):
@@ -499,6 +502,17 @@ class MultiTaskModel(keras.Model):
         return self.get_metrics_result()
 
     # ------------------------------------------------------------------ step
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15 reduces its peeked batch with strategy.reduce("MEAN", nest),
+        # which fails under MultiWorkerMirroredStrategy with several workers for
+        # (x, {task: y}) batches; only shapes are used: take the local part.
+        if iterator is not None and data_batch is None and getattr(self, "_distribute_strategy", None) is not None:
+            for _, _, it in iterator:
+                data_batch = distribute.local_batch(next(it))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         hook = self._hooks.gradient
@@ -532,29 +546,28 @@ class MultiTaskModel(keras.Model):
             grads = tape.gradient(step_loss, variables)
         del tape
         self._apply_if_finite(total, grads, variables)
-        return self.compute_metrics(x, y, y_pred, sample_weight)
+        return distribute.step_logs(self.compute_metrics(x, y, y_pred, sample_weight))
+
+    def test_step(self, data):
+        return distribute.step_logs(super().test_step(data))
 
     def _apply_if_finite(self, total, grads, variables):
         finite = tf.math.is_finite(total)
         for g in grads:
             if g is not None:
                 finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
-        self._state.extra_trackers["nonfinite_steps"].update_state(1.0 - tf.cast(finite, "float32"))
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        if not pairs:
-            return
-        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            # A cond around a cross-replica update is not allowed in replica
-            # context: zero the gradients instead (the optimizer still counts the step).
-            pairs = [(tf.where(finite, g, tf.zeros_like(g)), v) for g, v in pairs]
-            self.optimizer.apply_gradients(pairs)
-            return
-
-        def apply():
-            self.optimizer.apply_gradients(pairs)
-            return tf.constant(True)
-
-        tf.cond(finite, apply, lambda: tf.constant(False))
+        if pairs:
+            # Under tf.distribute all replicas skip together (the flag is
+            # all-reduced, the cond runs in cross-replica context); a skipped
+            # step leaves the weights and the optimizer state as they were.
+            finite = distribute.apply_if_finite(self.optimizer, pairs, finite)
+        skipped = 1.0 - tf.cast(finite, "float32")
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            # The Sum tracker adds up the replicas' values: count a skipped step once.
+            skipped = skipped * tf.cast(tf.equal(context.replica_id_in_sync_group, 0), "float32")
+        self._state.extra_trackers["nonfinite_steps"].update_state(skipped)
 
     # ------------------------------------------------------------------ config
     def get_config(self):

@@ -44,6 +44,13 @@ result = mtlzoo.tuning.tune("tabular_demo", tuner="bayesian", trials=20, epochs=
 result.best_recipe_path, result.best_hyperparameters
 model = mtlzoo.build(result.best_recipe_path)
 ```
+
+Reference:
+    Maninis, Radosavovic and Kokkinos, "Attentive Single-Tasking of Multiple
+    Tasks", CVPR 2019 (Δm). Li et al., "Hyperband: A Novel Bandit-Based
+    Approach to Hyperparameter Optimization", JMLR 2018. Snoek, Larochelle and
+    Adams, "Practical Bayesian Optimization of Machine Learning Algorithms",
+    NeurIPS 2012. O'Malley et al., KerasTuner, https://github.com/keras-team/keras-tuner.
 """
 
 from __future__ import annotations

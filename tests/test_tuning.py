@@ -257,9 +257,10 @@ def test_cli_tune_writes_outputs(tmp_path, monkeypatch, capsys):
     cli_tune.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(
         ["tune", "tabular_demo", "--tuner", "random", "--trials", "2", "--epochs", "2", "--out", str(tmp_path),
-         "--verbose", "0", "--search-aggregator", "none,mgda", "optimizer.learning_rate=0.01", "seed=4"]
+         "--verbose", "0", "--search-aggregator", "none,mgda", "optimizer.learning_rate=0.01", "seed=4",
+         "data.name=arrays"]
     )
-    assert args.overrides == ["optimizer.learning_rate=0.01", "seed=4"]
+    assert args.overrides == ["optimizer.learning_rate=0.01", "seed=4", "data.name=arrays"]
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "best recipe:" in out and "| trial | status |" in out

@@ -72,3 +72,13 @@ def pooled(features, name):
     elif len(x.shape) != 2:
         raise ValueError(f"Task {name!r}: cannot pool a feature of shape {x.shape}.")
     return x
+
+
+def dense_output(features, name, units, hidden=0, dropout=0.0):
+    """Pooled feature -> optional hidden ReLU layer -> optional dropout -> Dense(units) named `name`."""
+    x = pooled(features, name)
+    if hidden:
+        x = keras.layers.Dense(hidden, activation="relu", name=f"{name}__hidden")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name=f"{name}__dropout")(x)
+    return keras.layers.Dense(units, name=name)(x)

@@ -1,9 +1,7 @@
 """Single-label classification head."""
 
-import keras
-
 from mtlzoo import losses, metrics
-from mtlzoo.heads.base import Head, pooled
+from mtlzoo.heads.base import Head, dense_output
 from mtlzoo.registry import HEADS
 
 
@@ -34,12 +32,7 @@ class ClassificationHead(Head):
         self.dropout = float(dropout)
 
     def __call__(self, features, name):
-        x = pooled(features, name)
-        if self.hidden:
-            x = keras.layers.Dense(self.hidden, activation="relu", name=f"{name}__hidden")(x)
-        if self.dropout:
-            x = keras.layers.Dropout(self.dropout, name=f"{name}__dropout")(x)
-        return keras.layers.Dense(self.num_classes, name=name)(x)
+        return dense_output(features, name, self.num_classes, self.hidden, self.dropout)
 
     def loss(self):
         return losses.MaskedSparseCategoricalCrossentropy()

@@ -1,9 +1,7 @@
 """Vector regression head."""
 
-import keras
-
 from mtlzoo import losses, metrics
-from mtlzoo.heads.base import Head, pooled
+from mtlzoo.heads.base import Head, dense_output
 from mtlzoo.registry import HEADS
 
 
@@ -35,10 +33,7 @@ class RegressionHead(Head):
         self.ignore_value = None if ignore_value is None else float(ignore_value)
 
     def __call__(self, features, name):
-        x = pooled(features, name)
-        if self.hidden:
-            x = keras.layers.Dense(self.hidden, activation="relu", name=f"{name}__hidden")(x)
-        return keras.layers.Dense(self.units, name=name)(x)
+        return dense_output(features, name, self.units, self.hidden)
 
     def loss(self):
         return losses.MaskedMeanSquaredError(ignore_value=self.ignore_value)
