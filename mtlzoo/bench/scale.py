@@ -122,24 +122,9 @@ def _recipe(opts, num_tasks, sharing):
 
 def _random_batch(model, n, seed):
     """Random images in [0, 255] and labels of the right shape for every head."""
-    import numpy as np
+    from mtlzoo.testing import random_inputs, random_labels
 
-    rng = np.random.default_rng(seed)
-    shape = tuple(model.input_shape[1:])
-    x = (rng.uniform(0, 1, (n,) + shape) * 255.0).astype("float32")
-    y = {}
-    for task, head in model.heads.items():
-        kind = model.tasks[task]["kind"]
-        label_shape, _ = head.label_spec(shape)
-        if kind in ("segmentation", "classification"):
-            y[task] = rng.integers(0, head.num_classes, (n,) + label_shape).astype("int32")
-        elif kind == "depth":
-            y[task] = rng.uniform(1.0, 50.0, (n,) + label_shape).astype("float32")
-        elif kind == "multilabel":
-            y[task] = rng.integers(0, 2, (n,) + label_shape).astype("float32")
-        else:
-            y[task] = rng.normal(size=(n,) + label_shape).astype("float32")
-    return x, y
+    return random_inputs(model, n, seed), random_labels(model, n, seed)
 
 
 class _Timed:

@@ -99,7 +99,9 @@ def run(args=None) -> dict:
     del probe
 
     models = {}
-    for name, kind, spec in _candidates(opts["methods"]):
+    candidates = _candidates(opts["methods"])
+    for i, (name, kind, spec) in enumerate(candidates):
+        began = time.perf_counter()
         model = recipe.override(aggregator=None).build(compile=False)
         model.compile(optimizer=recipe.make_optimizer(), jit_compile=bool(opts["jit_compile"]))
         if kind == "hook":
@@ -113,6 +115,7 @@ def run(args=None) -> dict:
         for _ in range(int(opts["warmup"])):  # trace, then a few slow first executions
             model.train_on_batch(x, y)
         models[name] = model
+        print(f"  [{i + 1}/{len(candidates)}] {name}: built and traced in {time.perf_counter() - began:.0f} s", flush=True)
 
     times = {name: [] for name in models}
     for _ in range(int(opts["rounds"])):
@@ -126,7 +129,7 @@ def run(args=None) -> dict:
     rows = {name: {"ms": 1000 * m, "vs_equal": m / base, "vs_t_backward": m / floor} for name, m in med.items()}
     print(f"recipe {recipe.name} {recipe.input_shape} batch {opts['batch_size']}, T={len(recipe.tasks)}, "
           f"jit_compile={bool(opts['jit_compile'])}, {opts['rounds']} rounds x {opts['steps']} steps, median")
-    print("| method | step ms | × equal | × T backward passes |")
+    print("| method | step ms | × equal | × T backward passes |", flush=True)
     print("| --- | ---: | ---: | ---: |")
     for name, r in rows.items():
         print(f"| {name} | {r['ms']:.1f} | {r['vs_equal']:.2f} | {r['vs_t_backward']:.2f} |")
