@@ -251,6 +251,6 @@ def run_demo(out_dir="demo_out", verbose=2, step_total=3, **settings):
     print(report.table())
     validation = load_split(data, "validation", image_size=(height, width), batch_size=s["batch_size"],
                             tasks=list(result.recipe.tasks), training=False)
-    print(f"== demo finished in {time.perf_counter() - start:.0f} s; model: {model_path}; "
+    print(f"   data, training and evaluation done in {time.perf_counter() - start:.0f} s; model: {model_path}; "
           f"TensorBoard: tensorboard --logdir {os.path.join(out_dir, 'run', 'logs')}")
     return DemoResult(model_path, validation, report)
