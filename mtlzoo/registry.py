@@ -128,6 +128,26 @@ class Registry:
         """Returns the component registered as `name`; unknown names list near matches."""
         return self._entries[self.canonical(name)]
 
+    def create(self, name: str, **kwargs) -> Any:
+        """Instantiates the class registered as `name` (case-insensitive) with `kwargs`.
+
+        An argument its constructor does not take is a `TypeError` that names
+        it, suggests the near match and lists the accepted ones.
+        """
+        import inspect
+
+        if isinstance(name, str) and name not in self and name.lower() in self:
+            name = name.lower()
+        cls = self.get(name)
+        params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        unknown = [k for k in kwargs if k not in params]
+        if unknown:
+            raise TypeError(
+                f"{self.kind.capitalize()} {self.canonical(name)!r} has no hyperparameter {unknown[0]!r}."
+                f"{suggestion(unknown[0], params)} Its hyperparameters: {', '.join(params) or '(none)'}."
+            )
+        return cls(**kwargs)
+
     def list(self, pattern: str = "*") -> list[str]:
         """Sorted registered names matching the shell-style `pattern`."""
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))

@@ -537,14 +537,8 @@ class MultiTaskHyperModel(kt.HyperModel):
         elif self.weightings:
             config["weighting"] = self.weightings[0]
         if self.weightings:
-            config["weighting_args"] = {}
-            for name, space in WEIGHTING_SPACE.items():
-                if name in self.weightings:
-                    with self._scope(hp, "weighting", name, self.weightings):
-                        for arg, (lo, hi, sampling) in space.items():
-                            value = _hp_float(hp, f"{name}_{arg}", lo, hi, sampling)
-                            if config["weighting"] == name:
-                                config["weighting_args"][arg] = value
+            config["weighting_args"] = self._search_args(hp, "weighting", config["weighting"], self.weightings,
+                                                         WEIGHTING_SPACE)
         if self.search_weights is not None:
             with self._scope(hp, "weighting", "fixed", self.weightings):
                 if config["weighting"] in BUILTIN_WEIGHTINGS or not self.weightings:
@@ -557,14 +551,8 @@ class MultiTaskHyperModel(kt.HyperModel):
             choice = self.aggregators[0] if self.aggregators else (recipe.aggregator or "none")
         if self.aggregators:
             config["aggregator"] = None if choice == "none" else choice
-            config["aggregator_args"] = {}
-            for name, space in AGGREGATOR_SPACE.items():
-                if name in self.aggregators:
-                    with self._scope(hp, "aggregator", name, self.aggregators):
-                        for arg, (lo, hi, sampling) in space.items():
-                            value = _hp_float(hp, f"{name}_{arg}", lo, hi, sampling)
-                            if choice == name:
-                                config["aggregator_args"][arg] = value
+            config["aggregator_args"] = self._search_args(hp, "aggregator", choice, self.aggregators,
+                                                          AGGREGATOR_SPACE)
             if config["aggregator"] in _SEEDED_AGGREGATORS:
                 config["aggregator_args"]["seed"] = int(recipe.seed)
         if len(self.sharings) > 1:
@@ -572,15 +560,21 @@ class MultiTaskHyperModel(kt.HyperModel):
         elif self.sharings:
             config["sharing"] = self.sharings[0]
         if self.sharings:
-            config["sharing_args"] = {}
-            for name, space in SHARING_SPACE.items():
-                if name in self.sharings:
-                    with self._scope(hp, "sharing", name, self.sharings):
-                        for arg, (lo, hi, sampling) in space.items():
-                            value = _hp_float(hp, f"{name}_{arg}", lo, hi, sampling)
-                            if config["sharing"] == name:
-                                config["sharing_args"][arg] = value
+            config["sharing_args"] = self._search_args(hp, "sharing", config["sharing"], self.sharings,
+                                                       SHARING_SPACE)
         return config
+
+    def _search_args(self, hp, parent, chosen, candidates, spaces):
+        """Declares the hyperparameters of every candidate method; returns the chosen one's values."""
+        args = {}
+        for name, space in spaces.items():
+            if name in candidates:
+                with self._scope(hp, parent, name, candidates):
+                    for arg, (lo, hi, sampling) in space.items():
+                        value = _hp_float(hp, f"{name}_{arg}", lo, hi, sampling)
+                        if chosen == name:
+                            args[arg] = value
+        return args
 
     @staticmethod
     def _scope(hp, parent, value, choices):

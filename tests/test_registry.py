@@ -60,3 +60,16 @@ def test_components_register_on_import(module, registry):
 
     importlib.import_module(module)
     assert len(getattr(r, registry)) > 0
+
+
+def test_create_validates_arguments_and_ignores_case():
+    reg = Registry("gadget")
+
+    @reg.register("pcgrad")
+    class Gadget:
+        def __init__(self, seed=None):
+            self.seed = seed
+
+    assert reg.create("PCGrad", seed=3).seed == 3
+    with pytest.raises(TypeError, match="has no hyperparameter 'sed'. Did you mean 'seed'"):
+        reg.create("pcgrad", sed=1)

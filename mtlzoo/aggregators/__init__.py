@@ -17,7 +17,6 @@ conventions (graph mode, fixed-iteration solvers, state, non-finite input).
 from __future__ import annotations
 
 import builtins as _builtins
-import inspect as _inspect
 
 from mtlzoo.aggregators.base import Aggregator
 from mtlzoo.aggregators.aligned_mtl import AlignedMTL
@@ -31,7 +30,7 @@ from mtlzoo.aggregators.mgda import MGDA
 from mtlzoo.aggregators.nash_mtl import NashMTL
 from mtlzoo.aggregators.pcgrad import PCGrad
 from mtlzoo.aggregators.upgrad import UPGrad
-from mtlzoo.registry import AGGREGATORS, suggestion
+from mtlzoo.registry import AGGREGATORS
 
 __all__ = [
     "Aggregator",
@@ -78,18 +77,7 @@ def get(name, **hyperparameters) -> Aggregator:
         if hyperparameters:
             raise TypeError("get() takes no hyperparameters when given an Aggregator instance.")
         return name
-    if isinstance(name, str) and name not in AGGREGATORS and name.lower() in AGGREGATORS:
-        name = name.lower()
-    cls = AGGREGATORS.get(name)
-    params = [p for p in _inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = [k for k in hyperparameters if k not in params]
-    if unknown:
-        key = AGGREGATORS.canonical(name)
-        raise TypeError(
-            f"Aggregator {key!r} has no hyperparameter {unknown[0]!r}.{suggestion(unknown[0], params)} "
-            f"Its hyperparameters: {', '.join(params) or '(none)'}."
-        )
-    return cls(**hyperparameters)
+    return AGGREGATORS.create(name, **hyperparameters)
 
 
 def list(pattern: str = "*") -> _builtins.list:  # noqa: A001 - public API name

@@ -22,9 +22,8 @@ Methods: `equal` (EW), `static`, `scheduled`, `dwa`, `uncertainty`,
 from __future__ import annotations
 
 import builtins as _builtins
-import inspect as _inspect
 
-from mtlzoo.registry import WEIGHTINGS, suggestion
+from mtlzoo.registry import WEIGHTINGS
 from mtlzoo.weighting.base import LearnedScalarWeighting, LossWeighting
 from mtlzoo.weighting.dtp import DTP
 from mtlzoo.weighting.dwa import DWA
@@ -97,18 +96,7 @@ def get(name, **hyperparameters):
                 f"got {sorted(hyperparameters)}. Use 'static' with weights={{...}} for explicit weights."
             )
         return None
-    if isinstance(name, str) and name not in WEIGHTINGS and name.lower() in WEIGHTINGS:
-        name = name.lower()
-    cls = WEIGHTINGS.get(name)
-    params = [p for p in _inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = [k for k in hyperparameters if k not in params]
-    if unknown:
-        key = WEIGHTINGS.canonical(name)
-        raise TypeError(
-            f"Weighting {key!r} has no hyperparameter {unknown[0]!r}.{suggestion(unknown[0], params)} "
-            f"Its hyperparameters: {', '.join(params) or '(none)'}."
-        )
-    return cls(**hyperparameters)
+    return WEIGHTINGS.create(name, **hyperparameters)
 
 
 def list(pattern: str = "*") -> _builtins.list:  # noqa: A001 - public API name
