@@ -2,6 +2,7 @@
 
 ```
 mtlzoo train RECIPE [key=value ...] [--epochs N] [--out DIR] [--data-dir DIR]
+             [--strategy mirrored|multi_worker|one_device|tpu] [--cpu-replicas N]
 mtlzoo evaluate MODEL --data NAME [--baselines PATH] [--split S] [--num-examples N]
 mtlzoo baselines RECIPE [key=value ...] [--epochs N] [--out DIR] [--data-dir DIR]
 ```
@@ -26,7 +27,8 @@ import sys
 import time
 from typing import NamedTuple
 
-__all__ = ["DemoResult", "cmd_baselines", "cmd_evaluate", "cmd_train", "register", "run_demo"]
+__all__ = ["DemoResult", "add_strategy_arguments", "allow_intermixed", "cmd_baselines", "cmd_evaluate", "cmd_train", "prepare_strategy",
+           "register", "run_demo"]
 
 
 def _overrides(args):
@@ -48,6 +50,28 @@ def _final_line(history):
     return ", ".join(f"{k} {history[k][-1]:.4g}" for k in sorted(keys) if history[k])
 
 
+def prepare_strategy(args, command):
+    """Checks `--strategy` and applies `--cpu-replicas` before TensorFlow starts its devices.
+
+    Returns the strategy name (or None) for `mtlzoo.train` / `mtlzoo.tuning.tune`;
+    raises ValueError naming the problem and the fix.
+    """
+    from mtlzoo import distribute
+
+    strategy = getattr(args, "strategy", None)
+    replicas = getattr(args, "cpu_replicas", None)
+    if strategy is not None:
+        distribute.check_strategy(strategy)
+    if replicas is not None:
+        if replicas < 1:
+            raise ValueError(f"--cpu-replicas must be >= 1, got {replicas}.")
+        if strategy is None:
+            raise ValueError(f"--cpu-replicas {replicas} splits the CPU for a distribution strategy: "
+                             f"add --strategy mirrored ({command} without a strategy uses one device).")
+        distribute.use_logical_cpus(replicas)
+    return strategy
+
+
 def cmd_train(args):
     """`mtlzoo train`: trains a recipe into `--out` (resuming an interrupted run there)."""
     from mtlzoo.training import DataCheckError, train
@@ -55,10 +79,13 @@ def cmd_train(args):
     overrides = _overrides(args)
     out = args.out or os.path.join("runs", os.path.splitext(os.path.basename(args.recipe))[0])
     try:
-        result = train(args.recipe, epochs=args.epochs, out_dir=out, seed=args.seed,
+        strategy = prepare_strategy(args, "train")
+        result = train(args.recipe, epochs=args.epochs, out_dir=out, seed=args.seed, strategy=strategy,
                        steps_per_epoch=args.steps_per_epoch, verbose=args.verbose, **overrides)
-    except DataCheckError as e:
+    except (DataCheckError, ValueError) as e:
         return _error("train", e)
+    if strategy is not None:
+        print(f"strategy {strategy}: {result.model.distribute_strategy.num_replicas_in_sync} replica(s) in sync")
     print(f"trained {result.recipe.name}: {len(next(iter(result.history.values()), []))} epochs "
           f"({result.timing.get('train_step_s', float('nan')) * 1000:.0f} ms/step); {_final_line(result.history)}")
     print(f"files in {out}: best.keras, last.keras, history.csv, logs/ "
@@ -114,6 +141,40 @@ def _verbose(value):
     return value if value == "auto" else int(value)
 
 
+def allow_intermixed(parser):
+    """Lets `key=value` overrides come after the options (`mtlzoo tune R --trials 5 a=b`).
+
+    argparse's subparser action calls `parse_known_args`, which ends the
+    positional `overrides` at the first option; route it through
+    `parse_known_intermixed_args` instead (which itself calls
+    `parse_known_args`, hence the re-entrancy flag).
+    """
+    import argparse
+
+    state = {"inside": False}
+
+    def parse_known_args(args=None, namespace=None):
+        if state["inside"]:
+            return argparse.ArgumentParser.parse_known_args(parser, args, namespace)
+        state["inside"] = True
+        try:
+            return argparse.ArgumentParser.parse_known_intermixed_args(parser, args, namespace)
+        finally:
+            state["inside"] = False
+
+    parser.parse_known_args = parse_known_args
+
+
+def add_strategy_arguments(parser):
+    """Adds `--strategy` and `--cpu-replicas` (shared by `train` and `tune`)."""
+    parser.add_argument("--strategy", default=None,
+                        help="tf.distribute strategy: mirrored, multi_worker (reads TF_CONFIG), one_device or tpu "
+                        "(default: none, one device)")
+    parser.add_argument("--cpu-replicas", type=int, default=None,
+                        help="split the CPU into N logical devices so that --strategy mirrored runs N replicas "
+                        "without accelerators (testing distribution on one machine)")
+
+
 def register(subparsers):
     """Adds the `train`, `evaluate` and `baselines` subcommands to an argparse subparsers object.
 
@@ -138,7 +199,9 @@ def register(subparsers):
     p.add_argument("--steps-per-epoch", type=int, help="batches per epoch (the data is repeated)")
     p.add_argument("--seed", type=int, help="seed for weights and data order (default: the recipe's)")
     p.add_argument("--verbose", type=_verbose, default="auto", help="0, 1 or 2 as for Keras fit")
+    add_strategy_arguments(p)
     p.set_defaults(func=cmd_train)
+    allow_intermixed(p)
 
     p = subparsers.add_parser("evaluate", help="per-task metrics, delta_m against baselines, and cost")
     p.add_argument("model", help=".keras file or a train --out folder")
@@ -163,6 +226,7 @@ def register(subparsers):
     p.add_argument("--steps-per-epoch", type=int, help="batches per epoch (the data is repeated)")
     p.add_argument("--verbose", type=_verbose, default="auto", help="0, 1 or 2 as for Keras fit")
     p.set_defaults(func=cmd_baselines)
+    allow_intermixed(p)
     return subparsers
 
 

@@ -20,6 +20,8 @@ import json
 import os
 import sys
 
+from mtlzoo import cli_training
+
 
 def _names(value):
     """"a,b" -> ["a", "b"]; "all" -> True; "" / None -> False."""
@@ -71,7 +73,7 @@ def cmd_tune(args):
             directory=args.out,
             project_name=args.project,
             objective=objective,
-            strategy=args.strategy,
+            strategy=cli_training.prepare_strategy(args, "tune"),
             baselines=baselines,
             higher_is_better=higher_is_better,
             search_weights=None if args.weights == "none" else args.weights,
@@ -132,34 +134,10 @@ def register(subparsers):
     p.add_argument("--search-aggregator", default=None,
                    help="aggregators to try (none = plain gradients): a,b or 'all'")
     p.add_argument("--search-sharing", default=None, help="sharing modes to try: hard,cross_stitch,soft_l2 or 'all'")
-    p.add_argument("--strategy", default=None, help="mirrored, multi_worker, one_device or tpu (default: none)")
+    cli_training.add_strategy_arguments(p)
     p.add_argument("--tuner-seed", type=int, default=None, help="seed of the tuner's draws (the recipe's is seed=N)")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     p.add_argument("--verbose", type=int, default=1, help="keras-tuner verbosity (default 1)")
     p.set_defaults(func=cmd_tune)
-    _allow_intermixed(p)
+    cli_training.allow_intermixed(p)
     return p
-
-
-def _allow_intermixed(parser):
-    """Lets `key=value` overrides come after the options (`mtlzoo tune R --trials 5 a=b`).
-
-    argparse's subparser action calls `parse_known_args`, which ends the
-    positional `overrides` at the first option; route it through
-    `parse_known_intermixed_args` instead (which itself calls
-    `parse_known_args`, hence the re-entrancy flag).
-    """
-    import argparse
-
-    state = {"inside": False}
-
-    def parse_known_args(args=None, namespace=None):
-        if state["inside"]:
-            return argparse.ArgumentParser.parse_known_args(parser, args, namespace)
-        state["inside"] = True
-        try:
-            return argparse.ArgumentParser.parse_known_intermixed_args(parser, args, namespace)
-        finally:
-            state["inside"] = False
-
-    parser.parse_known_args = parse_known_args

@@ -26,6 +26,12 @@ single-device run is the exact reference):
                (replica 1's shard) and for 2 examples of the first half
     nonfinite  Adam; one NaN regression label in replica 1's shard of step 2: the
                whole step must be skipped on every replica, optimizer state included
+    gradnorm   step-level weighting: GradNorm (alpha 1.5) updates the loss weights every step
+    famo       step-level weighting: FAMO (its own logits, updated every step)
+    uncertainty  learned log-variances (model variables, trained with the weights)
+    uncertainty_callback  the same, the log-variances owned by the callback (its own Adam)
+    rlw        random loss weights, one draw per step for all replicas (seed 0)
+    train_api  `mtlzoo.train(recipe, strategy=...)` itself (data checks, callbacks, DWA from the recipe)
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ import os
 import sys
 import time
 
-SCENARIOS = ("plain", "weighting", "pcgrad", "mgda", "mgda_ub", "masked", "nonfinite")
+SCENARIOS = ("plain", "weighting", "pcgrad", "mgda", "mgda_ub", "masked", "nonfinite", "gradnorm", "famo",
+             "uncertainty", "uncertainty_callback", "rlw", "train_api")
+STEP_WEIGHTINGS = ("gradnorm", "famo", "uncertainty", "uncertainty_callback", "rlw")
 GLOBAL_BATCH = 16
 NUM_EXAMPLES = 64
 
@@ -79,10 +87,21 @@ def make_model(scenario):
             overrides["aggregator_args"] = {"representation": True}
     if scenario == "nonfinite":
         overrides["optimizer"] = {"name": "adam", "learning_rate": 0.01}
+    if scenario in ("gradnorm", "famo", "uncertainty"):
+        overrides["weighting"] = scenario
     return mtlzoo.build("tabular_demo", **overrides)
 
 
 def make_callbacks(scenario):
+    if scenario in STEP_WEIGHTINGS:
+        import warnings
+
+        import mtlzoo.weighting
+
+        name = scenario.replace("_callback", "")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # uncertainty_callback: "the model does not own ..."
+            return [mtlzoo.weighting.get(name, seed=0) if name == "rlw" else mtlzoo.weighting.get(name)]
     if scenario != "weighting":
         return []
     try:
@@ -120,6 +139,8 @@ def train(scenario, strategy=None, dataset_fn=None):
     import tensorflow as tf
 
     x, y = make_data(scenario)
+    if scenario == "train_api":
+        return _train_api(x, y, strategy)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         model = make_model(scenario)
@@ -134,6 +155,20 @@ def train(scenario, strategy=None, dataset_fn=None):
             verbose=0, callbacks=callbacks,
         )
     return snapshot(model, history)
+
+
+def _train_api(x, y, strategy):
+    """The same run through `mtlzoo.train`: the recipe's DWA callback, its checks and loggers."""
+    import tensorflow as tf
+
+    from mtlzoo.training import train as mtlzoo_train
+
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
+    result = mtlzoo_train("tabular_demo", data=data, epochs=3, strategy=strategy, validation_data=False,
+                          verbose=0, seed=7, weighting="dwa", optimizer={"name": "sgd", "learning_rate": 0.05})
+    if strategy is not None:
+        assert result.model.distribute_strategy is strategy
+    return snapshot(result.model, result)
 
 
 def compare(a, b):

@@ -235,6 +235,57 @@ def test_mirrored_nonfinite_step_on_one_replica_is_skipped_everywhere(mirrored):
     assert r["nonfinite_steps"] == [1.0, 1.0]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["gradnorm", "famo", "uncertainty", "uncertainty_callback", "rlw"])
+def test_mirrored_step_level_weighting_matches_one_device(mirrored, scenario):
+    r = _check_same(mirrored, scenario)
+    single, _ = r["loss_weights"]
+    assert max(abs(w - 1.0) for w in single) > 1e-4, single  # the method did move the weights
+
+
+@pytest.mark.slow
+def test_mirrored_mtlzoo_train_matches_one_device(mirrored):
+    r = _check_same(mirrored, "train_api")
+    assert r["log_diffs"]["loss"] <= 1e-4
+    single, _ = r["loss_weights"]
+    assert single != [1.0, 1.0]  # DWA from the recipe changed them in epoch 3
+
+
+@pytest.mark.slow
+def test_cli_train_with_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtlzoo.cli", "train", "driving_perception_lite", "--strategy", "mirrored",
+         "--cpu-replicas", "2", "--epochs", "2", "--out", str(out), "--verbose", "0",
+         # key=value overrides may follow the options
+         "backbone=tiny", "backbone_args={width: 4}", "neck_channels=16", "input_shape=[32, 64, 3]",
+         "tasks=[segmentation, scene]", "data.num_examples=16", "data.num_validation_examples=8",
+         "training.batch_size=8"],
+        env=_env(), capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "strategy mirrored: 2 replica(s) in sync" in proc.stdout
+    rows = (out / "history.csv").read_text().strip().splitlines()
+    assert len(rows) == 3 and "segmentation_loss" in rows[0] and "val_scene_loss" in rows[0]
+
+
+def test_cli_train_rejects_an_unknown_strategy_before_training(tmp_path, capsys):
+    import argparse
+
+    from mtlzoo import cli_training
+
+    parser = argparse.ArgumentParser()
+    cli_training.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["train", "tabular_demo", "--strategy", "mirored", "--out", str(tmp_path / "x")])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert "mirrored" in err and "mirored" in err
+    assert not (tmp_path / "x").exists()  # nothing was started
+    args = parser.parse_args(["train", "tabular_demo", "--cpu-replicas", "2", "--out", str(tmp_path / "x")])
+    assert args.func(args) == 2
+    assert "--strategy mirrored" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- MultiWorkerMirroredStrategy, 2 processes
 def _run_workers(out_dir, scenarios, timeout=150):
     """Starts the 2 workers of a local cluster; retries once when a port was taken meanwhile."""

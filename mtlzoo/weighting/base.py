@@ -53,8 +53,15 @@ Conventions shared by every method:
 - **Hyperparameters** are constructor arguments, checked at construction
   (`ValueError` naming the argument and its valid range); `get_config()`
   returns them and `cls.from_config(config)` round-trips.
-- Distribution: the step-level state updates are written for one replica
-  (the default strategy).
+- **Distribution.** Under a `tf.distribute` strategy the step-level methods
+  see the global batch, as on one device: task losses (and GradNorm's
+  gradient norms) are averaged over the replicas (`replica_mean`) before a
+  method uses them, and every state update runs once per step in
+  cross-replica context (`run_once`, a `merge_call`) with the same values on
+  every replica. Their small Adam optimisers (`SmallAdam`) are plain variable
+  updates, with no `merge_call` of their own, so they can run there.
+  tests/test_distribute.py checks GradNorm, FAMO, RLW and uncertainty
+  weighting under MirroredStrategy(2) against one device.
 """
 
 from __future__ import annotations
@@ -158,6 +165,109 @@ def all_finite(*tensors):
 def stack_losses(model, task_losses):
     """The task losses as a float32 vector [K] in `model.task_names` order."""
     return tf.stack([tf.cast(task_losses[t], tf.float32) for t in model.task_names])
+
+
+# ---------------------------------------------------------------- distribution
+def _replica_context():
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def replica_mean(value):
+    """The mean over replicas of a per-replica value; the value itself on one replica.
+
+    A task loss inside the train step is this replica's share (for masked
+    losses `R · Σ_local / global count`, see
+    `mtlzoo.distribute.replica_task_loss`), so its replica mean is the loss of
+    the global batch, the value one device would see. Works on tensors of any
+    shape (gradients too).
+    """
+    context = _replica_context()
+    if context is None:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value) / float(context.num_replicas_in_sync)
+
+
+def replica_sum(value):
+    """The sum over replicas of a per-replica value; the value itself on one replica.
+
+    The gradient of the step loss (already divided by the replica count) of
+    the global batch is the replica sum of the per-replica gradients.
+    """
+    context = _replica_context()
+    if context is None:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def run_once(fn, *args):
+    """Calls `fn(*args)` once per step: directly on one replica, else in cross-replica context.
+
+    Under a strategy with more than one replica in sync the call goes through
+    `merge_call` and gets the first replica's values of `args` (they must be
+    the same on every replica, e.g. computed from `replica_mean` values), so a
+    state update happens once, not once per replica. `fn` must not call
+    `merge_call` itself (a Keras optimizer does: use `SmallAdam`).
+    """
+    context = _replica_context()
+    if context is None:
+        return fn(*args)
+
+    def merged(strategy, *values):
+        return fn(*[strategy.experimental_local_results(v)[0] for v in values])
+
+    return context.merge_call(merged, args=args)
+
+
+class SmallAdam:
+    """Adam on a callback's few variables, as plain variable updates.
+
+    The same update as `keras.optimizers.Adam` (β1 = 0.9, β2 = 0.999,
+    ε = 1e-7, bias correction through the step count), without Keras'
+    distribution machinery, so that `run_once` can call it in cross-replica
+    context. Used for GradNorm's weights, FAMO's logits and the learned
+    scalars a callback (not the model) owns.
+
+    Args:
+        variables: list of variables to update.
+        learning_rate: float > 0.
+        beta_1, beta_2, epsilon: Adam's constants (Keras defaults).
+
+    Example:
+    ```python
+    from mtlzoo.weighting.base import SmallAdam
+    opt = SmallAdam([w], learning_rate=0.025)
+    opt.apply([grad])
+    ```
+
+    Reference:
+        Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
+    """
+
+    def __init__(self, variables, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+        self.variables = list(variables)
+        self.learning_rate = float(learning_rate)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self.iterations = keras.Variable(0.0, dtype="float32", trainable=False, name="small_adam_iterations")
+        self.m = [keras.Variable(np.zeros(v.shape, np.float32), trainable=False, name="small_adam_m")
+                  for v in self.variables]
+        self.v = [keras.Variable(np.zeros(v.shape, np.float32), trainable=False, name="small_adam_v")
+                  for v in self.variables]
+
+    def apply(self, gradients):
+        """One Adam step with `gradients` (one per variable, same order); returns nothing."""
+        step = tf.convert_to_tensor(self.iterations) + 1.0
+        self.iterations.assign(step)
+        alpha = self.learning_rate * tf.sqrt(1.0 - self.beta_2 ** step) / (1.0 - self.beta_1 ** step)
+        for var, m, v, g in zip(self.variables, self.m, self.v, gradients):
+            g = tf.cast(g, tf.float32)
+            m_new = tf.convert_to_tensor(m) + (g - tf.convert_to_tensor(m)) * (1.0 - self.beta_1)
+            v_new = tf.convert_to_tensor(v) + (tf.square(g) - tf.convert_to_tensor(v)) * (1.0 - self.beta_2)
+            m.assign(m_new)
+            v.assign(v_new)
+            var.assign(tf.convert_to_tensor(var) - alpha * m_new / (tf.sqrt(v_new) + self.epsilon))
 
 
 # ---------------------------------------------------------------- step hook
@@ -512,8 +622,7 @@ class LearnedScalarWeighting(LossWeighting):
         lr = self.learning_rate
         if lr is None:
             lr = optimizer_learning_rate(model, default=1e-3)
-        self._own_optimizer = keras.optimizers.Adam(learning_rate=lr)
-        self._own_optimizer.build(self._params)
+        self._own_optimizer = SmallAdam(self._params, learning_rate=lr)
         self.uses_gradients = True
         self.needs_persistent_tape = True
 
@@ -551,12 +660,19 @@ class LearnedScalarWeighting(LossWeighting):
     def step_gradients(self, model, tape, task_losses, total, extra, base):
         grads = base()
         s_grads = tape.gradient(total, self._params)
-        s_grads = [tf.zeros_like(v) if g is None else g for g, v in zip(s_grads, self._params)]
+        # `total` is the step loss (divided by the replica count): the global
+        # gradient is the replica sum.
+        s_grads = [replica_sum(tf.zeros_like(v) if g is None else tf.cast(g, tf.float32))
+                   for g, v in zip(s_grads, self._params)]
         finite = all_finite(total, *s_grads, *[g for g in grads if g is not None])
+        finite = replica_mean(tf.cast(finite, tf.float32)) >= 1.0
 
-        def apply():
-            self._own_optimizer.apply_gradients(zip(s_grads, self._params))
-            return tf.constant(True)
+        def update(finite, *s_grads):
+            def apply():
+                self._own_optimizer.apply(s_grads)
+                return tf.constant(True)
 
-        tf.cond(finite, apply, lambda: tf.constant(False))
+            tf.cond(finite, apply, lambda: tf.constant(False))
+
+        run_once(update, finite, *s_grads)
         return grads

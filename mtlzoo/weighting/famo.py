@@ -7,7 +7,9 @@ import numpy as np
 import tensorflow as tf
 
 from mtlzoo.registry import WEIGHTINGS
-from mtlzoo.weighting.base import LossWeighting, all_finite, check_float, stack_losses
+from mtlzoo.weighting.base import (
+    LossWeighting, SmallAdam, all_finite, check_float, replica_mean, run_once, stack_losses,
+)
 
 
 def famo_weights(logits, losses, epsilon=1e-8):
@@ -98,8 +100,7 @@ class FAMO(LossWeighting):
         k = len(model.task_names)
         self._logits = keras.Variable(np.zeros(k, np.float32), trainable=True, name="famo_logits")
         self._previous = keras.Variable(np.zeros(k, np.float32), trainable=False, name="famo_previous_losses")
-        self._optimizer = keras.optimizers.Adam(learning_rate=self.learning_rate)
-        self._optimizer.build([self._logits])
+        self._optimizer = SmallAdam([self._logits], learning_rate=self.learning_rate)
 
     def begin(self, model):
         self.assign_weights({t: 1.0 for t in model.task_names})
@@ -112,24 +113,29 @@ class FAMO(LossWeighting):
 
     def step_combine(self, model, task_losses):
         losses = stack_losses(model, task_losses)
-        w = tf.stop_gradient(famo_weights(self._logits, losses, self.epsilon))
+        # The weights come from the global batch's losses (replica means).
+        w = tf.stop_gradient(famo_weights(self._logits, replica_mean(tf.stop_gradient(losses)), self.epsilon))
         return tf.reduce_sum(w * losses)
 
     def step_gradients(self, model, tape, task_losses, total, extra, base):
         grads = base()
-        losses = tf.stop_gradient(stack_losses(model, task_losses))
+        losses = replica_mean(tf.stop_gradient(stack_losses(model, task_losses)))
+        finite = all_finite(total, losses, *[g for g in grads if g is not None])
+        finite = replica_mean(tf.cast(finite, tf.float32)) >= 1.0
+        run_once(self._update, finite, losses)
+        return grads
+
+    def _update(self, finite, losses):
         logits = tf.convert_to_tensor(self._logits)
         weights = famo_weights(logits, losses, self.epsilon)
         previous = tf.convert_to_tensor(self._previous)
         grad = famo_logit_gradient(logits, previous, losses, self.epsilon) + self.gamma * logits
-        finite = all_finite(total, losses, *[g for g in grads if g is not None])
 
         def apply():
-            self._optimizer.apply_gradients([(grad, self._logits)])
+            self._optimizer.apply([grad])
             # A task absent from this batch keeps its last loss for the next comparison.
             self._previous.assign(tf.where(losses > 0, losses, previous))
             self.assign_weights(weights)
             return tf.constant(True)
 
         tf.cond(finite, apply, lambda: tf.constant(False))
-        return grads

@@ -7,7 +7,9 @@ import numpy as np
 import tensorflow as tf
 
 from mtlzoo.registry import WEIGHTINGS, suggestion
-from mtlzoo.weighting.base import MIN_WEIGHT, LossWeighting, all_finite, check_float, stack_losses
+from mtlzoo.weighting.base import (
+    MIN_WEIGHT, LossWeighting, SmallAdam, all_finite, check_float, replica_mean, run_once, stack_losses,
+)
 
 
 def gradnorm_weight_gradient(weights, grad_norms, losses, initial_losses, alpha):
@@ -127,8 +129,7 @@ class GradNorm(LossWeighting):
         k = len(model.task_names)
         self._w = keras.Variable(np.ones(k, np.float32), trainable=True, name="gradnorm_weights")
         self._initial = keras.Variable(np.zeros(k, np.float32), trainable=False, name="gradnorm_initial_losses")
-        self._optimizer = keras.optimizers.Adam(learning_rate=self.learning_rate)
-        self._optimizer.build([self._w])
+        self._optimizer = SmallAdam([self._w], learning_rate=self.learning_rate)
         self.track_used_weights(model)
 
     def begin(self, model):
@@ -141,27 +142,32 @@ class GradNorm(LossWeighting):
 
     def step_gradients(self, model, tape, task_losses, total, extra, base):
         grads = base()
-        losses = stack_losses(model, task_losses)
+        # Global-batch values on every replica (replica means), as on one device.
+        losses = replica_mean(stack_losses(model, task_losses))
         norms = []
         for t in model.task_names:
             # The unscaled task loss (recorded on the step tape): the replica and
             # loss-scale factors would multiply every norm alike.
             g = tape.gradient(task_losses[t], self.shared_variable)
-            norms.append(tf.norm(tf.cast(g, tf.float32)) if g is not None else tf.constant(0.0))
+            norms.append(tf.norm(replica_mean(tf.cast(g, tf.float32))) if g is not None else tf.constant(0.0))
         norms = tf.stack(norms)
+        finite = all_finite(total, losses, norms, *[g for g in grads if g is not None])
+        finite = replica_mean(tf.cast(finite, tf.float32)) >= 1.0
+        run_once(self._update, model, finite, losses, norms)
+        return grads
+
+    def _update(self, model, finite, losses, norms):
         k = float(len(model.task_names))
         initial = tf.convert_to_tensor(self._initial)
         initial = tf.where(tf.logical_and(initial <= 0, losses > 0), losses, initial)
         w_grad, _, _ = gradnorm_weight_gradient(self._w, norms, losses, initial, self.alpha)
-        finite = all_finite(total, losses, norms, *[g for g in grads if g is not None])
 
         def apply():
             self.remember_used_weights(model)
             self._initial.assign(initial)
-            self._optimizer.apply_gradients([(w_grad, self._w)])
+            self._optimizer.apply([w_grad])
             self._w.assign(renormalize(self._w, k))
             self.assign_weights(tf.convert_to_tensor(self._w))
             return tf.constant(True)
 
         tf.cond(finite, apply, lambda: tf.constant(False))
-        return grads

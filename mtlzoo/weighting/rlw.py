@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from mtlzoo.registry import WEIGHTINGS
-from mtlzoo.weighting.base import LossWeighting, check_choice, check_int
+from mtlzoo.weighting.base import LossWeighting, check_choice, check_int, run_once
 
 _DISTRIBUTIONS = ("normal", "uniform")
 
@@ -65,6 +65,11 @@ class RLW(LossWeighting):
 
     def step_gradients(self, model, tape, task_losses, total, extra, base):
         grads = base()
-        self.remember_used_weights(model)
-        self.assign_weights(self.sample())
+
+        def update():
+            # Once per step (cross-replica under a strategy): one draw for all replicas.
+            self.remember_used_weights(model)
+            self.assign_weights(self.sample())
+
+        run_once(update)
         return grads
