@@ -36,13 +36,15 @@ def load(path, compile=True):
     """Loads a model saved with `model.save("m.keras")`, custom objects resolved, safe_mode on.
 
     Args:
-        path: str. A `.keras` file.
+        path: str. A `.keras` file, or a model shipped with mtlzoo as
+            `zoo:NAME` (e.g. `zoo:driving_perception_lite`; `mtlzoo.zoo.list_models()`).
         compile: bool. Restore the compiled state (optimizer). Defaults to True.
 
     Example:
     ```python
     model.save("m.keras")
     model = mtlzoo.load("m.keras")
+    zoo_model = mtlzoo.load("zoo:driving_perception_lite")
     ```
     """
     import keras
@@ -52,6 +54,11 @@ def load(path, compile=True):
     import mtlzoo.metrics  # noqa: F401
     import mtlzoo.model  # noqa: F401
 
+    from mtlzoo import zoo
+
+    if zoo.is_zoo_spec(path):
+        resolved = zoo.resolve(path)
+        path = os.fspath(resolved / zoo.MODEL_FILE if resolved.is_dir() else resolved)
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"No saved model at {path!r}.")

@@ -149,6 +149,12 @@ def _load_any(source, overrides=()):
     import mtlzoo
 
     source = str(source)
+    if source.startswith("zoo:"):
+        if source.endswith(".tflite"):
+            import mtlzoo.edge
+
+            return mtlzoo.edge.load(source)
+        return mtlzoo.load(source, compile=False)
     if source.endswith(".keras"):
         return mtlzoo.load(source, compile=False)
     if source.endswith(".tflite") or os.path.isdir(source):
@@ -222,7 +228,8 @@ def make_parser():
     p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("export", help="export to SavedModel/TFLite (float32, fp16, int8), verified against Keras")
-    p.add_argument("model", help="a .keras file, or a recipe name/YAML (exports its untrained model)")
+    p.add_argument("model", help="a .keras file, a zoo model (zoo:NAME), or a recipe name/YAML "
+                   "(exports its untrained model)")
     p.add_argument("overrides", nargs="*", help="key=value recipe overrides (recipes only)")
     p.add_argument("--formats", default="saved_model,tflite",
                    help="comma-separated: saved_model, tflite, tflite_fp16, tflite_int8, or all (default: saved_model,tflite)")
@@ -236,7 +243,8 @@ def make_parser():
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="run a model on one image: print per-task results, save a picture")
-    p.add_argument("model", help="a .keras file, a .tflite file, a SavedModel or an export folder")
+    p.add_argument("model", help="a .keras file, a .tflite file, a SavedModel, an export folder, or a zoo "
+                   "model (zoo:NAME, zoo:NAME/model_int8.tflite)")
     p.add_argument("image", help="image file (PNG, JPEG)")
     p.add_argument("--out", default=None, help="output PNG (default: IMAGE_prediction.png)")
     p.add_argument("--score-threshold", type=float, default=0.3, help="minimum detection score (default 0.3)")

@@ -260,9 +260,10 @@ def load(path, num_threads=None, signature=SIGNATURE):
     """Loads an exported model for inference: a `.tflite` file, a SavedModel or an export folder.
 
     Args:
-        path: str. A `.tflite` file, a SavedModel folder, or a folder written by
+        path: str. A `.tflite` file, a SavedModel folder, a folder written by
             `mtlzoo.export` (its float32 TFLite model is used, else fp16, int8,
-            then the SavedModel).
+            then the SavedModel), or a shipped model `zoo:NAME` /
+            `zoo:NAME/model_int8.tflite` (see `mtlzoo.zoo`).
         num_threads: int or None. TFLite interpreter threads. Defaults to None.
         signature: str. Signature to call. Defaults to "serving_default".
 
@@ -279,6 +280,10 @@ def load(path, num_threads=None, signature=SIGNATURE):
     outputs = runner(image)                # same keys and shapes as model(image)
     ```
     """
+    if isinstance(path, str) and path.startswith("zoo:"):
+        from mtlzoo import zoo
+
+        path = zoo.resolve(path)
     path = Path(path)
     if path.is_file():
         return Runner(path, num_threads=num_threads, signature=signature)

@@ -933,6 +933,10 @@ def _read_baselines(baselines):
         return None, None
     if isinstance(baselines, dict):
         return baselines, None
+    from mtlzoo import zoo
+
+    if zoo.is_zoo_spec(baselines):  # a shipped model's stored single-task baselines
+        baselines = zoo.resolve(baselines)
     path = os.fspath(baselines)
     if os.path.isdir(path):
         path = os.path.join(path, "baselines.json")
@@ -989,7 +993,8 @@ def evaluate(model_or_path, data=None, baselines=None, *, split="validation", nu
             with raw boxes for detection), a dict of data settings, a
             `tf.data.Dataset` of (image, labels) batches, or None for the
             dataset named in the model's recipe.
-        baselines: None, a `baselines.json` path (or its folder), or the dict
+        baselines: None, a `baselines.json` path (or its folder; `zoo:NAME`
+            for a shipped model's), or the dict
             returned by `baselines()`.
         split: str. Split to load by name. Defaults to "validation".
         num_examples: int or None. Examples to load by name (None: the

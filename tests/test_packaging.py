@@ -20,7 +20,7 @@ def test_pyproject_lists_every_subpackage():
     }
     missing = found - listed
     assert not missing, f"add {sorted(missing)} to [tool.setuptools] packages in pyproject.toml"
-    assert "mtlzoo.recipes" in listed
+    assert "mtlzoo.recipes" in listed and "mtlzoo.zoo_models" in listed
 
 
 @pytest.mark.slow
@@ -32,14 +32,22 @@ def test_wheel_installed_elsewhere_builds_driving_perception(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for recipe in (ROOT / "recipes").glob("*.yaml"):
         assert f"mtlzoo/recipes/{recipe.name}" in names
+    shipped = [p for p in (ROOT / "saved_models").glob("*/*") if p.suffix in (".keras", ".tflite", ".json", ".md")]
+    for path in shipped:
+        assert f"mtlzoo/zoo_models/{path.parent.name}/{path.name}" in names
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     code = ("import mtlzoo; assert mtlzoo.__file__.startswith(%r), mtlzoo.__file__; "
-            "m = mtlzoo.build('driving_perception', compile=False); print(sorted(m.output_names))") % str(target)
+            "m = mtlzoo.build('driving_perception', compile=False); print(sorted(m.output_names)); "
+            "print('zoo', mtlzoo.zoo.root(), mtlzoo.zoo.list_models())") % str(target)
     env = {**os.environ, "PYTHONPATH": str(target), "TF_CPP_MIN_LOG_LEVEL": "2"}
     out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "['depth', 'detection', 'scene', 'segmentation']" in out.stdout
+    zoo_line = next(line for line in out.stdout.splitlines() if line.startswith("zoo "))
+    assert str(target) in zoo_line  # shipped models are read from the installed package
+    for name in {p.parent.name for p in shipped}:
+        assert repr(name) in zoo_line

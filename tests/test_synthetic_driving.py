@@ -305,6 +305,8 @@ def test_unknown_dataset_lists_known_names():
 def test_bench_data_reports_throughput(capsys):
     from mtlzoo.bench.data import run
 
-    result = run({"image_size": "32x64", "num_scenes": 2, "num_examples": 4, "batch_size": 2})
+    result = run({"image_size": "32x64", "num_scenes": 2, "num_examples": 4, "batch_size": 2, "recipe": None})
     assert result["renderer_scenes_per_s"] > 0 and result["pipeline_examples_per_s"] > 0
-    assert "scenes/s" in capsys.readouterr().out
+    assert result["pipeline_prepared_examples_per_s"] > 0  # read back from the prepared tfds files
+    out = capsys.readouterr().out
+    assert "scenes/s" in out and "prepared files" in out

@@ -6,7 +6,10 @@ Measures
 - the full `mtlzoo.data.load("synthetic_driving")` pipeline (parallel render,
   flip, CenterNet encoding, batching) over a first uncached pass, and over a
   second pass served from its in-memory cache: examples per second, timed
-  after the first batch so that start-up is not counted.
+  after the first batch so that start-up is not counted;
+- the same pipeline reading tfds files prepared beforehand
+  (`synthetic_driving.prepare`, not timed) without a cache: what every epoch
+  of a run on prepared files costs (`prepared=false` skips it).
 
 The render step is a `tf.numpy_function`, so it holds the GIL for much of its
 work: the uncached pipeline runs at about the one-core renderer rate.
@@ -32,6 +35,8 @@ _DEFAULTS = {
     "seed": 0,
     "recipe": "driving_perception_lite",
     "train_steps": 5,
+    "prepared": True,
+    "data_dir": None,
 }
 
 
@@ -53,6 +58,8 @@ def _options(args) -> dict:
     opts["image_size"] = _parse_size(opts["image_size"])
     for key in ("num_scenes", "num_examples", "batch_size", "seed", "train_steps"):
         opts[key] = int(opts[key])
+    if isinstance(opts["prepared"], str):
+        opts["prepared"] = opts["prepared"].strip().lower() not in ("0", "false", "no", "off")
     return opts
 
 
@@ -65,6 +72,28 @@ def _pass(ds) -> tuple:
     for image, _ in iterator:
         count += int(image.shape[0])
     return count, max(time.perf_counter() - start, 1e-9)
+
+
+def _prepared_rate(opts, image_size):
+    """Examples per second of the pipeline over prepared tfds files, no cache (every epoch reads files)."""
+    import shutil
+    import tempfile
+
+    from mtlzoo.data import load
+    from mtlzoo.data.synthetic_driving import prepare
+
+    data_dir = opts["data_dir"] or tempfile.mkdtemp(prefix="mtlzoo_bench_data_")
+    try:
+        sizes = {"train": opts["num_examples"], "validation": 1, "test": 1}
+        prepare(data_dir, image_size=image_size, seed=opts["seed"], split_sizes=sizes)
+        ds = load("synthetic_driving", split="train", batch_size=opts["batch_size"], image_size=image_size,
+                  data_dir=data_dir, seed=opts["seed"], cache=False, shuffle=False, split_sizes=sizes)
+        _pass(ds)  # file-system and tfds warm-up
+        n, t = _pass(ds)
+        return n / t
+    finally:
+        if not opts["data_dir"]:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _train_consumption(opts, ds, image_size):
@@ -91,11 +120,14 @@ def run(args=None) -> dict:
             `num_examples` (pipeline, default 128), `batch_size` (default 8),
             `seed` (default 0), `recipe` (whose train step is timed for the
             pipeline-vs-consumption ratio; default driving_perception_lite,
-            None to skip) and `train_steps` (default 5).
+            None to skip), `train_steps` (default 5), `prepared` (also time
+            reading prepared tfds files; default True) and `data_dir` (where
+            to prepare them; default a temporary folder, removed afterwards).
 
     Returns:
         dict with `renderer_scenes_per_s` (one core), `pipeline_examples_per_s`
         (first, rendering pass), `pipeline_cached_examples_per_s` (second pass),
+        `pipeline_prepared_examples_per_s` (prepared tfds files, uncached),
         `train_examples_per_s` (the recipe's train step), `image_size`,
         `cpu_count` and the sizes used.
 
@@ -135,6 +167,7 @@ def run(args=None) -> dict:
     )
     n1, t1 = _pass(ds)
     n2, t2 = _pass(ds)
+    prepared_rate = _prepared_rate(opts, image_size) if opts["prepared"] else None
     train_rate = _train_consumption(opts, ds, image_size) if opts["recipe"] and opts["train_steps"] > 0 else None
     result = {
         "train_examples_per_s": train_rate,
@@ -146,16 +179,22 @@ def run(args=None) -> dict:
         "renderer_scenes_per_s": render_rate,
         "pipeline_examples_per_s": n1 / t1,
         "pipeline_cached_examples_per_s": n2 / t2,
+        "pipeline_prepared_examples_per_s": prepared_rate,
     }
     rows = [
         ("renderer (1 core)", f"{render_rate:8.1f} scenes/s"),
         ("pipeline, rendering", f"{n1 / t1:8.1f} examples/s"),
         ("pipeline, cached", f"{n2 / t2:8.1f} examples/s"),
     ]
+    if prepared_rate:
+        rows.append(("pipeline, prepared files", f"{prepared_rate:8.1f} examples/s"))
     if train_rate:
+        ratio = f"{n1 / t1 / train_rate:8.1f}x rendering, {n2 / t2 / train_rate:.1f}x cached"
+        if prepared_rate:
+            ratio += f", {prepared_rate / train_rate:.1f}x prepared files"
         rows += [
             (f"train step ({opts['recipe']})", f"{train_rate:8.1f} examples/s"),
-            ("pipeline / train step", f"{n1 / t1 / train_rate:8.1f}x rendering, {n2 / t2 / train_rate:.1f}x cached"),
+            ("pipeline / train step", ratio),
         ]
     print(f"synthetic_driving {image_size[0]}x{image_size[1]}, batch {opts['batch_size']}, "
           f"{os.cpu_count()} CPUs")
