@@ -435,9 +435,10 @@ def replica_task_loss(loss, y_true, y_pred, sample_weight=None):
     `R · Σ_valid(values on this replica) / Σ_replicas(valid count)`, whose
     replica sum divided by R is the mean over the global batch's valid labels,
     as on one device. A replica with no valid label for the task contributes
-    0 and does not halve the task's gradient. Other losses (e.g.
-    `CenterNetLoss`, normalised by its own object count) are returned per
-    replica unchanged.
+    0 and does not halve the task's gradient. Losses normalised by a count of
+    their own (`CenterNetLoss`: objects) provide `sum_and_count`, and get
+    `R · sum / max(Σ_replicas count, 1)` the same way. Other losses are
+    returned per replica unchanged.
 
     Args:
         loss: a loss object; `MaskedLoss` subclasses that keep the base
@@ -455,6 +456,10 @@ def replica_task_loss(loss, y_true, y_pred, sample_weight=None):
     context = tf.distribute.get_replica_context()
     replicas = 1 if context is None else context.num_replicas_in_sync
     masked = isinstance(loss, MaskedLoss) and type(loss).__call__ is MaskedLoss.__call__
+    if replicas > 1 and hasattr(loss, "sum_and_count"):
+        total, count = loss.sum_and_count(y_true, y_pred, sample_weight)
+        count = ops.maximum(_all_reduce_sum(tf.stop_gradient(ops.cast(count, "float32"))), 1.0)
+        return ops.cast(replicas, "float32") * ops.cast(total, "float32") / count
     if replicas == 1 or not masked:
         return ops.cast(loss(y_true, y_pred, sample_weight), "float32")
     values, valid = loss.elementwise(y_true, ops.cast(y_pred, "float32"))

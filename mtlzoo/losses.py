@@ -225,6 +225,16 @@ class CenterNetLoss(MaskedLoss):
         self.offset_weight = float(offset_weight)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
+        total, count = self.sum_and_count(y_true, y_pred, sample_weight)
+        return total / ops.maximum(count, 1.0)
+
+    def sum_and_count(self, y_true, y_pred, sample_weight=None):
+        """The loss's numerator and its object count: loss = sum / max(count, 1).
+
+        Under tf.distribute the count is summed over replicas before dividing
+        (`mtlzoo.distribute.replica_task_loss`), so every object of the global
+        batch weighs the same, as on one device.
+        """
         c = self.num_classes
         y_true = ops.cast(y_true, "float32")
         y_pred = ops.cast(y_pred, "float32")
@@ -238,11 +248,10 @@ class CenterNetLoss(MaskedLoss):
         is_peak = ops.cast(ops.greater_equal(heat_t, 1.0 - 1e-6), "float32")
         pos = -ops.power(1.0 - heat_p, self.alpha) * ops.log(heat_p) * is_peak
         neg = -ops.power(1.0 - heat_t, self.beta) * ops.power(heat_p, self.alpha) * ops.log(1.0 - heat_p) * (1.0 - is_peak)
-        num_objects = ops.maximum(ops.sum(center), 1.0)
-        focal = ops.sum((pos + neg) * present) / num_objects
+        focal = ops.sum((pos + neg) * present)
         size_err = ops.sum(ops.abs(y_pred[..., c : c + 2] - y_true[..., c : c + 2]) * center)
         off_err = ops.sum(ops.abs(y_pred[..., c + 2 : c + 4] - y_true[..., c + 2 : c + 4]) * center)
-        return focal + (self.size_weight * size_err + self.offset_weight * off_err) / num_objects
+        return focal + self.size_weight * size_err + self.offset_weight * off_err, ops.sum(center)
 
     def call(self, y_true, y_pred):
         raise NotImplementedError("CenterNetLoss is reduced over the batch; call the loss object directly.")

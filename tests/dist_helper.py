@@ -32,6 +32,8 @@ single-device run is the exact reference):
     uncertainty_callback  the same, the log-variances owned by the callback (its own Adam)
     rlw        random loss weights, one draw per step for all replicas (seed 0)
     train_api  `mtlzoo.train(recipe, strategy=...)` itself (data checks, callbacks, DWA from the recipe)
+    centernet  the CenterNet detection loss and its gradient, replica 1's shard without objects:
+               normalised by the global object count (no training; see `centernet_check`)
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import sys
 import time
 
 SCENARIOS = ("plain", "weighting", "pcgrad", "mgda", "mgda_ub", "masked", "nonfinite", "gradnorm", "famo",
-             "uncertainty", "uncertainty_callback", "rlw", "train_api")
+             "uncertainty", "uncertainty_callback", "rlw", "train_api", "centernet")
 STEP_WEIGHTINGS = ("gradnorm", "famo", "uncertainty", "uncertainty_callback", "rlw")
 GLOBAL_BATCH = 16
 NUM_EXAMPLES = 64
@@ -197,6 +199,56 @@ def compare(a, b):
     }
 
 
+def centernet_check(strategy):
+    """CenterNet loss and d loss / d y_pred on one device vs two replicas (replica 1: no objects)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from mtlzoo import distribute
+    from mtlzoo.losses import CenterNetLoss
+
+    rng = np.random.default_rng(5)
+    b, h, w, c = 4, 4, 4, 2
+    y_true = np.zeros((b, h, w, c + 5), np.float32)
+    y_true[..., :c] = rng.uniform(0.0, 0.9, (b, h, w, c))
+    for i, (yy, xx, k) in enumerate([(1, 2, 0), (3, 0, 1)]):  # objects only in examples 0 and 1 (replica 0)
+        y_true[i, yy, xx, k] = 1.0
+        y_true[i, yy, xx, c:c + 4] = rng.uniform(0.5, 2.0, 4)
+        y_true[i, yy, xx, c + 4] = 1.0
+    y_true[0, 0, 0, 1] = 1.0
+    y_true[0, 0, 0, c:c + 5] = [1.0, 1.5, 0.2, 0.3, 1.0]
+    y_pred = rng.uniform(0.05, 0.95, (b, h, w, c + 4)).astype(np.float32)
+    loss = CenterNetLoss(num_classes=c)
+
+    def loss_and_grad(yt, yp):
+        with tf.GradientTape() as tape:
+            tape.watch(yp)
+            value = distribute.replica_task_loss(loss, yt, yp)
+        return value, tape.gradient(value, yp)
+
+    single_loss, single_grad = loss_and_grad(tf.constant(y_true), tf.constant(y_pred))
+    half = b // 2
+
+    def shard(array):
+        return strategy.experimental_distribute_values_from_function(
+            lambda ctx: tf.constant(array[ctx.replica_id_in_sync_group * half:(ctx.replica_id_in_sync_group + 1) * half]))
+
+    values, grads = strategy.run(tf.function(loss_and_grad), args=(shard(y_true), shard(y_pred)))
+    replicas = strategy.num_replicas_in_sync
+    local_losses = [float(v) for v in strategy.experimental_local_results(values)]
+    local_grads = [g.numpy() for g in strategy.experimental_local_results(grads)]
+    mirrored_loss = sum(local_losses) / replicas  # Keras divides each replica's loss by R and sums
+    mirrored_grad = np.concatenate(local_grads) / replicas
+    per_replica = [float(loss(tf.constant(y_true[i * half:(i + 1) * half]), tf.constant(y_pred[i * half:(i + 1) * half])))
+                   for i in range(replicas)]
+    return {
+        "single_loss": float(single_loss),
+        "mirrored_loss": mirrored_loss,
+        "per_replica_normalised_loss": sum(per_replica) / replicas,
+        "max_abs_grad_diff": float(np.max(np.abs(mirrored_grad - single_grad.numpy()))),
+    }
+
+
 def run_mirrored(out, scenarios):
     from mtlzoo import distribute
 
@@ -206,6 +258,10 @@ def run_mirrored(out, scenarios):
     for scenario in scenarios:
         start = time.time()
         try:
+            if scenario == "centernet":
+                results[scenario] = centernet_check(strategy)
+                results[scenario]["seconds"] = round(time.time() - start, 2)
+                continue
             single = train(scenario)
             mirrored = train(scenario, strategy)
             results[scenario] = compare(single, mirrored)

@@ -244,6 +244,16 @@ def test_mirrored_step_level_weighting_matches_one_device(mirrored, scenario):
 
 
 @pytest.mark.slow
+def test_mirrored_centernet_loss_uses_the_global_object_count(mirrored):
+    r = mirrored["centernet"]
+    assert "error" not in r, r.get("error")
+    assert abs(r["mirrored_loss"] - r["single_loss"]) <= 1e-5 * abs(r["single_loss"])
+    assert r["max_abs_grad_diff"] <= 1e-6
+    # Normalising each replica by its own object count would be wrong here (replica 1 has none).
+    assert abs(r["per_replica_normalised_loss"] - r["single_loss"]) > 1e-2
+
+
+@pytest.mark.slow
 def test_mirrored_mtlzoo_train_matches_one_device(mirrored):
     r = _check_same(mirrored, "train_api")
     assert r["log_diffs"]["loss"] <= 1e-4
