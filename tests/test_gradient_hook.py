@@ -114,3 +114,30 @@ def test_hook_conflicts_are_errors():
     model.set_step_hook(Combine())
     with pytest.raises(ValueError, match="cannot be combined"):
         model.set_step_hook(AggregatorHook(mtlzoo.aggregators.get("mgda")))
+
+
+def test_bench_step_reports_time_and_memory_ratios():
+    """`mtlzoo bench step` in a fresh process: every candidate timed against equal and T backward passes,
+    with the step's peak memory from the BFC allocator statistics."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtlzoo.cli", "bench", "step", "steps=1", "rounds=1", "warmup=1",
+         "methods=[pcgrad, mgda_ub]", "batch_size=2",
+         "overrides={backbone: tiny, backbone_args: {width: 4}, neck_channels: 16, input_shape: [32, 64, 3]}"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {}
+    for line in proc.stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0] and not cells[0].startswith(("method", "---")):
+            rows[cells[0]] = cells
+    assert {"equal", "t_backward", "aggregator:pcgrad", "aggregator:mgda_ub"} <= set(rows), proc.stdout
+    assert rows["equal"][2] == "1.00" and rows["t_backward"][3] == "1.00"
+    assert all(float(r[1]) > 0 and float(r[4]) > 0 for r in rows.values())  # step ms, peak MB measured
+    assert "[T, P] gradient matrix of the shared parameters" in proc.stdout

@@ -7,6 +7,14 @@ step time over rounds, its ratio to the equal-weight step, and its ratio to the
 floor for exact per-task gradients — a step that runs T separate backward
 passes through the whole model (`t_backward`).
 
+Memory (`memory=true`, the default): TensorFlow's CPU allocator keeps no
+statistics unless it is the BFC allocator, so the benchmark sets
+`TF_CPU_ALLOCATOR_USE_BFC=true` before TensorFlow allocates anything (run it in
+a fresh process) and reports, per candidate, the step's peak allocation above
+what was allocated before it (`tf.config.experimental.get_memory_info`), and
+that extra against the equal-weight step in units of the [T, P] gradient
+matrix of the shared parameters (T tasks × P shared parameters × 4 bytes).
+
 Example:
 ```python
 from mtlzoo.bench.step import run
@@ -29,6 +37,7 @@ _DEFAULTS = {
     "warmup": 3,
     "methods": None,
     "jit_compile": False,
+    "memory": True,
 }
 
 
@@ -74,21 +83,49 @@ def _candidates(methods):
     return out
 
 
+def _memory_available() -> bool:
+    import tensorflow as tf
+
+    try:
+        tf.config.experimental.reset_memory_stats("CPU:0")
+        tf.config.experimental.get_memory_info("CPU:0")
+        return True
+    except (ValueError, RuntimeError):
+        return False
+
+
+def _step_peak_bytes(model, x, y) -> int:
+    """Peak bytes the allocator held during one train step, above what it held before."""
+    import tensorflow as tf
+
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    model.train_on_batch(x, y)
+    return int(tf.config.experimental.get_memory_info("CPU:0")["peak"] - before)
+
+
 def run(args=None) -> dict:
     """Times every candidate's train step; prints a markdown table and returns the numbers.
 
     Args:
         args: Namespace, dict or None with `recipe`, `overrides` (dict, or a
             list of key=value strings), `batch_size`, `steps` (per round), `rounds`, `methods`
-            (names to keep; default all) and `jit_compile`.
+            (names to keep; default all), `jit_compile` and `memory` (peak
+            step memory per candidate; needs a fresh process, see above).
     """
+    import os
+
+    opts = _options(args)
+    if isinstance(opts["memory"], str):
+        opts["memory"] = opts["memory"].strip().lower() not in ("0", "false", "no", "off")
+    if opts["memory"]:
+        os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")  # read when TensorFlow creates its CPU allocator
     import mtlzoo
     import mtlzoo.weighting
     from mtlzoo.recipe import get_recipe, parse_cli_overrides
     from mtlzoo.testing import random_inputs, random_labels
     from mtlzoo.training_hooks import make_aggregator_hook
 
-    opts = _options(args)
     overrides = opts["overrides"] or {}
     if not isinstance(overrides, dict):
         overrides = parse_cli_overrides(overrides)
@@ -125,12 +162,34 @@ def run(args=None) -> dict:
                 model.train_on_batch(x, y)
             times[name].append((time.perf_counter() - start) / int(opts["steps"]))
     med = {name: statistics.median(ts) for name, ts in times.items()}
+    memory = {}
+    if opts["memory"] and _memory_available():
+        for name, model in models.items():
+            memory[name] = min(_step_peak_bytes(model, x, y) for _ in range(2))
+    elif opts["memory"]:
+        print("  memory: the CPU allocator keeps no statistics in this process (TensorFlow started before "
+              "TF_CPU_ALLOCATOR_USE_BFC=true could take effect); run the benchmark in a fresh process.")
+    shared, _ = models["equal"].variable_groups()
+    import math
+
+    matrix_bytes = 4 * len(recipe.tasks) * sum(math.prod(v.shape) for v in shared)
     base, floor = med["equal"], med["t_backward"]
     rows = {name: {"ms": 1000 * m, "vs_equal": m / base, "vs_t_backward": m / floor} for name, m in med.items()}
+    for name, peak in memory.items():
+        rows[name]["peak_mb"] = peak / 2**20
+        rows[name]["extra_vs_equal_in_TP"] = (peak - memory["equal"]) / matrix_bytes if matrix_bytes else None
     print(f"recipe {recipe.name} {recipe.input_shape} batch {opts['batch_size']}, T={len(recipe.tasks)}, "
-          f"jit_compile={bool(opts['jit_compile'])}, {opts['rounds']} rounds x {opts['steps']} steps, median")
-    print("| method | step ms | × equal | × T backward passes |", flush=True)
-    print("| --- | ---: | ---: | ---: |")
+          f"jit_compile={bool(opts['jit_compile'])}, {opts['rounds']} rounds x {opts['steps']} steps, median; "
+          f"[T, P] gradient matrix of the shared parameters = {matrix_bytes / 2**20:.1f} MB")
+    header = "| method | step ms | × equal | × T backward passes |"
+    if memory:
+        header += " step peak MB | extra vs equal, in [T, P] |"
+    print(header, flush=True)
+    print("| --- | ---: | ---: | ---: |" + (" ---: | ---: |" if memory else ""))
     for name, r in rows.items():
-        print(f"| {name} | {r['ms']:.1f} | {r['vs_equal']:.2f} | {r['vs_t_backward']:.2f} |")
-    return {"recipe": recipe.name, "rows": rows, "options": {k: v for k, v in opts.items() if k != "overrides"}}
+        line = f"| {name} | {r['ms']:.1f} | {r['vs_equal']:.2f} | {r['vs_t_backward']:.2f} |"
+        if "peak_mb" in r:
+            line += f" {r['peak_mb']:.1f} | {r['extra_vs_equal_in_TP']:+.2f} |"
+        print(line)
+    return {"recipe": recipe.name, "rows": rows, "matrix_bytes": matrix_bytes,
+            "options": {k: v for k, v in opts.items() if k != "overrides"}}
