@@ -154,6 +154,33 @@ class DepthL1(MaskedLoss):
         return {**super().get_config(), "relative": self.relative}
 
 
+@LOSSES.register("normal_cosine")
+@keras.saving.register_keras_serializable(package="mtlzoo")
+class NormalCosine(MaskedLoss):
+    """`1 − cos(n, n*)` per pixel, averaged over valid pixels (a zero label vector = invalid).
+
+    Both vectors are normalised first, so the loss is the angular error's
+    cosine form used for NYUv2 surface normals in the MTL literature.
+
+    Example:
+    ```python
+    loss = mtlzoo.losses.NormalCosine()
+    ```
+
+    Reference:
+        Liu et al., "End-to-End Multi-Task Learning with Attention", CVPR 2019.
+    """
+
+    def elementwise(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        norm_true = ops.sqrt(ops.sum(ops.square(y_true), axis=-1))
+        valid = ops.greater(norm_true, 1e-6)
+        safe_true = y_true / ops.expand_dims(ops.where(valid, norm_true, ops.ones_like(norm_true)), -1)
+        norm_pred = ops.sqrt(ops.maximum(ops.sum(ops.square(y_pred), axis=-1), 1e-12))
+        cosine = ops.sum(safe_true * y_pred, axis=-1) / norm_pred
+        return 1.0 - cosine, valid
+
+
 @LOSSES.register("masked_mse")
 @keras.saving.register_keras_serializable(package="mtlzoo")
 class MaskedMeanSquaredError(MaskedLoss):

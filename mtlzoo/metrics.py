@@ -188,6 +188,55 @@ class DepthError(MaskedMeanMetric):
         return {**super().get_config(), "kind": self.kind}
 
 
+@METRICS.register("normal_angle")
+@keras.saving.register_keras_serializable(package="mtlzoo")
+class NormalAngle(MaskedMeanMetric):
+    """Surface-normal angle error over valid pixels (a zero label vector = invalid).
+
+    Args:
+        kind: str. `"mean_angle"` (mean angle in degrees) or `"within_N"`
+            for N in 11.25, 22.5, 30 (fraction of pixels under N degrees,
+            written `within_11_25`, `within_22_5`, `within_30`). The median
+            angle needs all pixels at once: `mtlzoo.evaluation` reports it.
+            Defaults to `"mean_angle"`.
+
+    Example:
+    ```python
+    metric = mtlzoo.metrics.NormalAngle("within_11_25")
+    ```
+
+    Reference:
+        Eigen & Fergus, "Predicting Depth, Surface Normals and Semantic Labels
+        with a Common Multi-Scale Convolutional Architecture", ICCV 2015.
+    """
+
+    _THRESHOLDS = {"within_11_25": 11.25, "within_22_5": 22.5, "within_30": 30.0}
+
+    def __init__(self, kind="mean_angle", name=None, dtype="float32"):
+        if kind != "mean_angle" and kind not in self._THRESHOLDS:
+            raise ValueError(
+                f"NormalAngle kind must be 'mean_angle' or one of {', '.join(self._THRESHOLDS)}, got {kind!r}."
+            )
+        self.kind = kind
+        super().__init__(name=name or kind, dtype=dtype)
+
+    def values_and_valid(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.cast(y_pred, "float32")
+        norm_true = ops.sqrt(ops.sum(ops.square(y_true), axis=-1))
+        valid = norm_true > 1e-6
+        safe = ops.where(valid, norm_true, ops.ones_like(norm_true))
+        norm_pred = ops.sqrt(ops.maximum(ops.sum(ops.square(y_pred), axis=-1), 1e-12))
+        cosine = ops.clip(ops.sum(y_true * y_pred, axis=-1) / (safe * norm_pred), -1.0, 1.0)
+        degrees = ops.arccos(cosine) * (180.0 / 3.141592653589793)
+        if self.kind == "mean_angle":
+            return degrees, valid
+        return ops.cast(degrees < self._THRESHOLDS[self.kind], "float32"), valid
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind}
+
+
 @METRICS.register("mae")
 @keras.saving.register_keras_serializable(package="mtlzoo")
 class MaskedMeanAbsoluteError(MaskedMeanMetric):

@@ -14,6 +14,7 @@ CONFIGS = {
     "multilabel": {"num_classes": 4},
     "classification": {"num_classes": 3},
     "regression": {"units": 2},
+    "normal": {"channels": 16},
 }
 
 
@@ -82,3 +83,29 @@ def test_detection_head_decode_helper():
     boxes, scores, classes = head.decode(target[..., :6])
     assert classes.tolist() == [1]
     np.testing.assert_allclose(boxes[0], [4.0, 4.0, 20.0, 28.0], atol=1e-4)
+
+
+def test_normal_loss_and_angle_metric_known_answers():
+    from mtlzoo.layers import UnitNormalization
+    from mtlzoo.metrics import NormalAngle
+
+    true = np.zeros((1, 1, 4, 3), np.float32)
+    true[0, 0, 0] = [0, 0, 2]      # same direction as the prediction (length does not matter)
+    true[0, 0, 1] = [1, 0, 0]      # orthogonal: 90 degrees, 1 - cos = 1
+    true[0, 0, 2] = [0, 0, -1]     # opposite: 180 degrees, 1 - cos = 2
+    # true[0, 0, 3] stays zero: an invalid pixel, whatever the prediction
+    pred = np.zeros((1, 1, 4, 3), np.float32)
+    pred[..., 2] = 3.0
+    pred[0, 0, 3] = [np.nan, 0, 0]
+    loss = float(losses.NormalCosine()(true, pred))
+    np.testing.assert_allclose(loss, (0 + 1 + 2) / 3, rtol=1e-6)
+    angle = NormalAngle("mean_angle")
+    angle.update_state(true, pred)
+    np.testing.assert_allclose(float(angle.result()), (0 + 90 + 180) / 3, rtol=1e-4)
+    within = NormalAngle("within_11_25")
+    within.update_state(true, pred)
+    np.testing.assert_allclose(float(within.result()), 1 / 3, rtol=1e-6)
+    unit = np.asarray(UnitNormalization()(np.array([[3.0, 4.0, 0.0]], np.float32)))
+    np.testing.assert_allclose(unit, [[0.6, 0.8, 0.0]], rtol=1e-6)
+    with pytest.raises(ValueError, match="within_11_25"):
+        NormalAngle("within_10")

@@ -35,6 +35,9 @@ def check_output_shapes(model, spec, preds, n):
             assert out.shape == (n, head.num_classes)
         elif kind == "regression":
             assert out.shape == (n, head.units)
+        elif kind == "normal":
+            assert out.shape == (n,) + input_shape[:2] + (3,)
+            np.testing.assert_allclose(np.linalg.norm(out, axis=-1), 1.0, rtol=1e-4)
         else:
             raise AssertionError(f"untested task kind {kind}")
 

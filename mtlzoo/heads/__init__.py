@@ -8,6 +8,7 @@ from mtlzoo.heads.classification import ClassificationHead
 from mtlzoo.heads.depth import DepthHead
 from mtlzoo.heads.detection import DetectionHead
 from mtlzoo.heads.multilabel import MultiLabelHead
+from mtlzoo.heads.normal import NormalHead
 from mtlzoo.heads.regression import RegressionHead
 from mtlzoo.heads.segmentation import SegmentationHead
 from mtlzoo.registry import HEADS
@@ -23,6 +24,6 @@ def list():  # noqa: A001 - mirrors Registry.list
 
 
 __all__ = [
-    "Head", "ClassificationHead", "DepthHead", "DetectionHead", "MultiLabelHead",
+    "Head", "ClassificationHead", "DepthHead", "DetectionHead", "MultiLabelHead", "NormalHead",
     "RegressionHead", "SegmentationHead", "get", "list",
 ]

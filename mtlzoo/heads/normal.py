@@ -1,0 +1,60 @@
+"""Dense surface-normal head."""
+
+import keras
+
+from mtlzoo import losses, metrics
+from mtlzoo.heads.base import Head, conv_bn_relu
+from mtlzoo.layers import UnitNormalization
+from mtlzoo.registry import HEADS
+
+
+@HEADS.register("normal")
+class NormalHead(Head):
+    """Unit surface normals per pixel at input resolution.
+
+    Reads the stride-4 neck feature; three output channels normalised to unit
+    length. Labels: float [H, W, 3] normals (any length, normalised in the
+    loss); an all-zero vector marks an invalid pixel, as in the NYUv2 files
+    of the MTL benchmark. Loss `1 − cos` over valid pixels; metrics mean angle
+    error and the share within 11.25°, 22.5° and 30° (`mtlzoo.evaluation`
+    adds the median angle).
+
+    Args:
+        channels: int. Width of the conv blocks. Defaults to 64.
+        depth: int. Number of 3×3 conv blocks. Defaults to 1.
+
+    Example:
+    ```python
+    model = mtlzoo.build("nyuv2_seg_depth_normal")   # tasks segmentation, depth, normal
+    head = mtlzoo.heads.get("normal", channels=32)
+    ```
+
+    Reference:
+        Eigen & Fergus, "Predicting Depth, Surface Normals and Semantic Labels
+        with a Common Multi-Scale Convolutional Architecture", ICCV 2015.
+    """
+
+    kind = "normal"
+
+    def __init__(self, channels=64, depth=1):
+        if int(channels) < 1 or int(depth) < 0:
+            raise ValueError(f"normal: channels must be >= 1 and depth >= 0, got {channels} and {depth}.")
+        self.channels = int(channels)
+        self.depth = int(depth)
+
+    def __call__(self, features, name):
+        x = features[0]
+        for i in range(self.depth):
+            x = conv_bn_relu(x, self.channels, f"{name}__block{i}")
+        x = keras.layers.Conv2D(3, 1, name=f"{name}__logits")(x)
+        x = keras.layers.UpSampling2D(4, interpolation="bilinear", name=f"{name}__upsample")(x)
+        return UnitNormalization(name=name)(x)
+
+    def loss(self):
+        return losses.NormalCosine()
+
+    def metrics(self):
+        return [metrics.NormalAngle("mean_angle"), metrics.NormalAngle("within_11_25")]
+
+    def label_spec(self, input_shape):
+        return tuple(input_shape[:2]) + (3,), "float"
