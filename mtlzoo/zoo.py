@@ -159,8 +159,9 @@ def publish(model_path, name, *, baselines, command, budget, out_root=None, num_
     """Assembles a zoo folder from a trained model: Keras file, verified TFLite files, baselines and model card.
 
     Writes `out_root/name/` (default: the repository's `saved_models/`) with
-    `model.keras` (the trained weights in a freshly compiled model of the same
-    recipe: no optimizer state), `model_fp16.tflite` and `model_int8.tflite`
+    `model.keras` (the trained weights in an uncompiled model of the same
+    recipe: no optimizer state; `recipe.compile(model)` or `model.compile(...)`
+    to fine-tune), `model_fp16.tflite` and `model_int8.tflite`
     (exported and verified by `mtlzoo.export` on `num_verify` validation
     scenes), `verification.json/.md`, `baselines.json` (the single-task
     baselines Δm is measured against), `evaluation.json` and `MODEL_CARD.md`
@@ -208,7 +209,8 @@ def publish(model_path, name, *, baselines, command, budget, out_root=None, num_
         raise FileExistsError(f"{target} exists; pass overwrite=True to replace it.")
     trained = mtlzoo.load(model_path, compile=False)
     recipe = Recipe.from_dict(trained.metadata["recipe"])
-    model = recipe.build(compile=True)  # fresh optimizer, never built: nothing of it is saved
+    # Uncompiled: a compiled model would save its optimizer's slots (3x the weights).
+    model = recipe.build(compile=False)
     model.set_weights(trained.get_weights())
     h, w = recipe.input_shape[:2]
     data = dict(recipe.data)
