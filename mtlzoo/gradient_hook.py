@@ -85,6 +85,7 @@ class AggregatorHook:
                 stacklevel=3,
             )
         num_params = sum(math.prod(v.shape) for v in self.shared)
+        self._num_params = int(num_params)
         self.aggregator.build(len(model.task_names), None if self.representation else num_params)
 
     def _losses_vector(self, model, task_losses):
@@ -108,14 +109,19 @@ class AggregatorHook:
             return self._representation_gradients(model, tape, terms, extra, features, trunk_outputs, losses, variables, index)
 
         grads = [None] * len(variables)
-        rows = []
-        for t in model.task_names:
+        # The [T, P] matrix is filled row by row in one buffer
+        # (tensor_scatter_nd_update forwards its input when nothing else
+        # holds it), so a task's flattened gradient is freed once written:
+        # the step holds about one [T, P] matrix, not the rows and a stacked copy.
+        num_tasks = len(model.task_names)
+        matrix = tf.zeros([num_tasks, self._num_params], tf.float32)
+        for i, t in enumerate(model.task_names):
             own = self.by_task[t]
             g = tape.gradient(terms[t], self.shared + own)
-            rows.append(flatten(g[: len(self.shared)], self.shared))
+            row = tf.cast(flatten(g[: len(self.shared)], self.shared), tf.float32)
+            matrix = tf.tensor_scatter_nd_update(matrix, [[i]], row[None])
             for v, gv in zip(own, g[len(self.shared):]):
                 grads[index[id(v)]] = gv
-        matrix = tf.stack(rows)
         if replicas > 1 and replica is not None:
             # Aggregate the global per-task gradients once, in cross-replica
             # context, then hand back this replica's share (the optimizer sums

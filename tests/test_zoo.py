@@ -140,3 +140,18 @@ def test_shipped_model_runs_in_keras_and_litert_alike(name):
     seg_agree = np.mean(np.argmax(got["segmentation"], -1) == np.argmax(want["segmentation"], -1))
     assert seg_agree > 0.9, seg_agree
     assert np.isfinite(got["depth"]).all()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_predict_command_on_a_shipped_int8_model(name, tmp_path):
+    from PIL import Image
+
+    from mtlzoo import cli
+    from mtlzoo.data.synthetic_driving import render_scene
+
+    h, w = mtlzoo.load(f"zoo:{name}", compile=False).input_shape[1:3]
+    street = tmp_path / "street.png"
+    Image.fromarray(render_scene(seed=7, index=3, image_size=(h, w))["image"].astype("uint8")).save(street)
+    out = tmp_path / "street_prediction.png"
+    assert cli.main(["predict", f"zoo:{name}/model_int8.tflite", str(street), "--out", str(out)]) == 0
+    assert out.stat().st_size > 10_000  # the picture: overlay, depth map, boxes, tags
