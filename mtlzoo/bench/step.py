@@ -7,7 +7,9 @@ step time over rounds, its ratio to the equal-weight step, and its ratio to the
 floor for exact per-task gradients — a step that runs T separate backward
 passes through the whole model (`t_backward`).
 
-Memory (`memory=true`, the default): TensorFlow's CPU allocator keeps no
+Memory (`memory=true`, the default; `memory=isolated` measures each candidate
+in a fresh process holding only its model, which removes the allocator noise
+of 27 models sharing one process): TensorFlow's CPU allocator keeps no
 statistics unless it is the BFC allocator, so the benchmark sets
 `TF_CPU_ALLOCATOR_USE_BFC=true` before TensorFlow allocates anything (run it in
 a fresh process) and reports, per candidate, the step's peak allocation above
@@ -104,6 +106,68 @@ def _step_peak_bytes(model, x, y) -> int:
     return int(tf.config.experimental.get_memory_info("CPU:0")["peak"] - before)
 
 
+def _build_candidate(recipe, kind, spec, jit_compile):
+    import mtlzoo.weighting
+    from mtlzoo.training_hooks import make_aggregator_hook
+
+    model = recipe.override(aggregator=None).build(compile=False)
+    model.compile(optimizer=recipe.make_optimizer(), jit_compile=bool(jit_compile))
+    if kind == "hook":
+        model.set_step_hook(spec())
+    elif kind == "aggregator":
+        model.set_step_hook(make_aggregator_hook(*spec))
+    elif kind == "weighting":
+        callback = mtlzoo.weighting.get(spec)
+        callback.set_model(model)
+        callback.on_train_begin({})
+    return model
+
+
+def _batch(recipe, batch_size):
+    from mtlzoo.testing import random_inputs, random_labels
+
+    probe = recipe.build(compile=False)
+    return random_inputs(probe, batch_size), random_labels(probe, batch_size)
+
+
+def _recipe(opts):
+    from mtlzoo.recipe import get_recipe, parse_cli_overrides
+
+    overrides = opts["overrides"] or {}
+    if not isinstance(overrides, dict):
+        overrides = parse_cli_overrides(overrides)
+    return get_recipe(opts["recipe"], **overrides)
+
+
+def _isolated_peak(opts, name) -> int:
+    """The candidate's step peak measured in a fresh process holding only its model (`memory=isolated`)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    payload = json.dumps({k: v for k, v in opts.items() if k in ("recipe", "overrides", "batch_size", "warmup",
+                                                                 "jit_compile")}, default=list)
+    proc = subprocess.run([sys.executable, "-m", "mtlzoo.bench.step", "--memory-of", name, payload],
+                          env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory measurement of {name} failed:\n{proc.stderr[-2000:]}")
+    return int(json.loads(proc.stdout.strip().splitlines()[-1])["peak"])
+
+
+def _memory_of(name, opts):
+    import json
+
+    recipe = _recipe(opts)
+    x, y = _batch(recipe, int(opts["batch_size"]))
+    (_, kind, spec), = [c for c in _candidates(None) if c[0] == name]
+    model = _build_candidate(recipe, kind, spec, opts.get("jit_compile", False))
+    for _ in range(int(opts.get("warmup", 3))):
+        model.train_on_batch(x, y)
+    print(json.dumps({"name": name, "peak": min(_step_peak_bytes(model, x, y) for _ in range(3))}))
+
+
 def run(args=None) -> dict:
     """Times every candidate's train step; prints a markdown table and returns the numbers.
 
@@ -111,44 +175,24 @@ def run(args=None) -> dict:
         args: Namespace, dict or None with `recipe`, `overrides` (dict, or a
             list of key=value strings), `batch_size`, `steps` (per round), `rounds`, `methods`
             (names to keep; default all), `jit_compile` and `memory` (peak
-            step memory per candidate; needs a fresh process, see above).
+            step memory per candidate: true, "isolated" or false; see above).
     """
     import os
 
     opts = _options(args)
-    if isinstance(opts["memory"], str):
+    if isinstance(opts["memory"], str) and opts["memory"].strip().lower() != "isolated":
         opts["memory"] = opts["memory"].strip().lower() not in ("0", "false", "no", "off")
-    if opts["memory"]:
+    isolated = isinstance(opts["memory"], str)
+    if opts["memory"] is True:
         os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")  # read when TensorFlow creates its CPU allocator
-    import mtlzoo
-    import mtlzoo.weighting
-    from mtlzoo.recipe import get_recipe, parse_cli_overrides
-    from mtlzoo.testing import random_inputs, random_labels
-    from mtlzoo.training_hooks import make_aggregator_hook
-
-    overrides = opts["overrides"] or {}
-    if not isinstance(overrides, dict):
-        overrides = parse_cli_overrides(overrides)
-    recipe = get_recipe(opts["recipe"], **overrides)
-    probe = recipe.build(compile=False)
-    x = random_inputs(probe, opts["batch_size"])
-    y = random_labels(probe, opts["batch_size"])
-    del probe
+    recipe = _recipe(opts)
+    x, y = _batch(recipe, opts["batch_size"])
 
     models = {}
     candidates = _candidates(opts["methods"])
     for i, (name, kind, spec) in enumerate(candidates):
         began = time.perf_counter()
-        model = recipe.override(aggregator=None).build(compile=False)
-        model.compile(optimizer=recipe.make_optimizer(), jit_compile=bool(opts["jit_compile"]))
-        if kind == "hook":
-            model.set_step_hook(spec())
-        elif kind == "aggregator":
-            model.set_step_hook(make_aggregator_hook(*spec))
-        elif kind == "weighting":
-            callback = mtlzoo.weighting.get(spec)
-            callback.set_model(model)
-            callback.on_train_begin({})
+        model = _build_candidate(recipe, kind, spec, opts["jit_compile"])
         for _ in range(int(opts["warmup"])):  # trace, then a few slow first executions
             model.train_on_batch(x, y)
         models[name] = model
@@ -163,7 +207,11 @@ def run(args=None) -> dict:
             times[name].append((time.perf_counter() - start) / int(opts["steps"]))
     med = {name: statistics.median(ts) for name, ts in times.items()}
     memory = {}
-    if opts["memory"] and _memory_available():
+    if isolated:
+        for name in models:
+            memory[name] = _isolated_peak(opts, name)
+            print(f"  memory of {name}: {memory[name] / 2**20:.1f} MB (own process)", flush=True)
+    elif opts["memory"] and _memory_available():
         for name, model in models.items():
             memory[name] = min(_step_peak_bytes(model, x, y) for _ in range(2))
     elif opts["memory"]:
@@ -193,3 +241,13 @@ def run(args=None) -> dict:
         print(line)
     return {"recipe": recipe.name, "rows": rows, "matrix_bytes": matrix_bytes,
             "options": {k: v for k, v in opts.items() if k != "overrides"}}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    if len(sys.argv) == 4 and sys.argv[1] == "--memory-of":
+        _memory_of(sys.argv[2], {**_DEFAULTS, **json.loads(sys.argv[3])})
+    else:
+        run()
