@@ -549,3 +549,20 @@ def test_gradient_methods_wrap_an_aggregator_and_put_it_back():
         weighting.get("rlw").set_model(model)
     first.on_train_end()
     assert model.step_hooks == []
+
+
+def test_gradnorm_refuses_a_representation_level_aggregator_rlw_wraps_it():
+    """GradNorm's norms come from trunk parameters, which representation-level steps cut from the task losses."""
+    import mtlzoo.aggregators
+    from mtlzoo.gradient_hook import AggregatorHook
+
+    model = mtlzoo.build("tabular_demo")
+    hook = AggregatorHook(mtlzoo.aggregators.get("mgda"), representation=True)
+    model.set_step_hook(hook)
+    with pytest.raises(ValueError, match="representation-level aggregator.*drop `representation: true`"):
+        weighting.get("gradnorm").set_model(model)
+    assert model.step_hooks == [hook]  # left as it was
+    x, y = tabular_data()
+    cb = weighting.get("rlw", seed=0)
+    fit_quietly(model, x, y, [cb], epochs=1)
+    assert model.step_hooks == [hook]

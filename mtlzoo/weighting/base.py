@@ -345,6 +345,9 @@ class LossWeighting(keras.callbacks.Callback):
     uses_gradients: bool = False
     needs_persistent_tape: bool = False
     needs_learned_loss_params: bool = False
+    #: False where the method needs task gradients at trunk parameters (GradNorm),
+    #: which a representation-level aggregator does not provide.
+    supports_representation: bool = True
 
     def __init__(self):
         super().__init__()
@@ -407,6 +410,12 @@ class LossWeighting(keras.callbacks.Callback):
                 f"{self._owner} changes the loss itself and cannot be combined with the gradient hook "
                 f"{type(inner).__name__} (e.g. a gradient aggregator, which combines the gradients of "
                 "w_t·L_t). Use one of them."
+            )
+        if inner is not None and getattr(inner, "representation", False) and not self.supports_representation:
+            raise ValueError(
+                f"{self._owner} measures task gradients at shared parameters of the trunk, which a "
+                "representation-level aggregator cuts from the task losses (its heads read detached feature maps). "
+                "Use the parameter-level aggregator (drop `representation: true`) or another weighting."
             )
         return inner
 

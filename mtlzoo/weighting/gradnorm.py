@@ -100,6 +100,7 @@ class GradNorm(LossWeighting):
     name = "gradnorm"
     uses_gradients = True
     needs_persistent_tape = True
+    supports_representation = False
 
     def __init__(self, alpha=1.5, learning_rate=0.025, variable=None):
         super().__init__()
