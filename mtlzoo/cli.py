@@ -149,14 +149,8 @@ def _load_any(source, overrides=()):
     import mtlzoo
 
     source = str(source)
-    if source.startswith("zoo:"):
-        if source.endswith(".tflite"):
-            import mtlzoo.edge
-
-            return mtlzoo.edge.load(source)
-        return mtlzoo.load(source, compile=False)
-    if source.endswith(".keras"):
-        return mtlzoo.load(source, compile=False)
+    if source.endswith(".keras") or (source.startswith("zoo:") and not source.endswith(".tflite")):
+        return mtlzoo.load(source, compile=False)  # zoo:NAME is the shipped Keras model
     if source.endswith(".tflite") or os.path.isdir(source):
         import mtlzoo.edge
 
