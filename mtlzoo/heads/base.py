@@ -74,6 +74,13 @@ def pooled(features, name):
     return x
 
 
+def dense_logits(x, name, channels, depth, out_channels):
+    """`depth` conv blocks of `channels`, then a 1×1 conv to `out_channels` named `{name}__logits` (dense heads)."""
+    for i in range(depth):
+        x = conv_bn_relu(x, channels, f"{name}__block{i}")
+    return keras.layers.Conv2D(out_channels, 1, name=f"{name}__logits")(x)
+
+
 def dense_output(features, name, units, hidden=0, dropout=0.0):
     """Pooled feature -> optional hidden ReLU layer -> optional dropout -> Dense(units) named `name`."""
     x = pooled(features, name)

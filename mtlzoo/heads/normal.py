@@ -3,7 +3,7 @@
 import keras
 
 from mtlzoo import losses, metrics
-from mtlzoo.heads.base import Head, conv_bn_relu
+from mtlzoo.heads.base import Head, dense_logits
 from mtlzoo.layers import UnitNormalization
 from mtlzoo.registry import HEADS
 
@@ -43,10 +43,7 @@ class NormalHead(Head):
         self.depth = int(depth)
 
     def __call__(self, features, name):
-        x = features[0]
-        for i in range(self.depth):
-            x = conv_bn_relu(x, self.channels, f"{name}__block{i}")
-        x = keras.layers.Conv2D(3, 1, name=f"{name}__logits")(x)
+        x = dense_logits(features[0], name, self.channels, self.depth, 3)
         x = keras.layers.UpSampling2D(4, interpolation="bilinear", name=f"{name}__upsample")(x)
         return UnitNormalization(name=name)(x)
 

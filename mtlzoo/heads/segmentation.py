@@ -3,7 +3,7 @@
 import keras
 
 from mtlzoo import losses, metrics
-from mtlzoo.heads.base import Head, conv_bn_relu
+from mtlzoo.heads.base import Head, dense_logits
 from mtlzoo.registry import HEADS
 
 
@@ -39,10 +39,7 @@ class SegmentationHead(Head):
         self.depth = int(depth)
 
     def __call__(self, features, name):
-        x = features[0]
-        for i in range(self.depth):
-            x = conv_bn_relu(x, self.channels, f"{name}__block{i}")
-        x = keras.layers.Conv2D(self.num_classes, 1, name=f"{name}__logits")(x)
+        x = dense_logits(features[0], name, self.channels, self.depth, self.num_classes)
         stride = self._stride
         return keras.layers.UpSampling2D(stride, interpolation="bilinear", name=name)(x)
 
