@@ -6,6 +6,10 @@ import numpy as np
 
 from mtlzoo.heads.centernet_targets import encode_centernet_targets
 
+#: Recipe overrides that shrink an image recipe to test size: a 4-channel tiny trunk at 32×64.
+#: Example: `mtlzoo.build("driving_perception_lite", **mtlzoo.testing.TINY_IMAGE)`.
+TINY_IMAGE = {"backbone": "tiny", "backbone_args": {"width": 4}, "neck_channels": 16, "input_shape": (32, 64, 3)}
+
 
 def random_labels(model, n, seed=0):
     """A random labelled batch of `n` examples matching every task head of `model`.

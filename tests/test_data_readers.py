@@ -767,8 +767,9 @@ def test_real_data_recipe_trains_and_evaluates_on_files_in_the_real_layout(recip
     from mtlzoo.training import DataCheckError, train
 
     spec = mtlzoo.get_recipe(recipe)
-    tiny = {"backbone": "tiny", "backbone_args": {"width": 4}, "neck_channels": 16, "input_shape": [32, 64, 3],
-            "training.batch_size": 2}
+    from mtlzoo.testing import TINY_IMAGE
+
+    tiny = {**TINY_IMAGE, "training.batch_size": 2}
     with pytest.raises((DataCheckError, ValueError), match="data_dir"):
         train(recipe, epochs=1, verbose=0, **tiny)  # the folder is the user's to give
     root = _real_dataset(kind, str(tmp_path / kind))

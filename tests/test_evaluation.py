@@ -10,12 +10,10 @@ import pytest
 from mtlzoo import evaluation as ev
 from mtlzoo.heads.centernet_targets import encode_centernet_targets
 from mtlzoo.metrics_delta import delta_m
+from mtlzoo.testing import TINY_IMAGE
 
 TINY = {
-    "backbone": "tiny",
-    "backbone_args": {"width": 4},
-    "neck_channels": 16,
-    "input_shape": (32, 64, 3),
+    **TINY_IMAGE,
     "data.num_examples": 16,
     "data.num_validation_examples": 16,
     "training.batch_size": 8,

@@ -24,8 +24,9 @@ from mtlzoo.export import saved_model as sm
 from mtlzoo.export import tflite as tfl
 from mtlzoo.data.synthetic_driving import render_scene
 from mtlzoo.heads.centernet_targets import decode_centernet
+from mtlzoo.testing import TINY_IMAGE
 
-TINY = {"backbone": "tiny", "backbone_args": {"width": 4}, "neck_channels": 16, "input_shape": (32, 64, 3)}
+TINY = TINY_IMAGE
 ROOT = Path(__file__).resolve().parent.parent
 
 

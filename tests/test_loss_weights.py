@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 import mtlzoo
+from mtlzoo.testing import TINY_IMAGE
 
-TINY = dict(backbone="tiny", backbone_args={"width": 4}, neck_channels=16, input_shape=(32, 64, 3))
+TINY = TINY_IMAGE
 
 
 class SetWeightsAt(keras.callbacks.Callback):

@@ -14,12 +14,10 @@ import mtlzoo
 import mtlzoo.data
 from mtlzoo.recipe import Recipe, RecipeError
 from mtlzoo.training import DataCheckError, StopOnNonFinite, check_dataset, train
+from mtlzoo.testing import TINY_IMAGE
 
 TINY = {
-    "backbone": "tiny",
-    "backbone_args": {"width": 4},
-    "neck_channels": 16,
-    "input_shape": (32, 64, 3),
+    **TINY_IMAGE,
     "data.num_examples": 16,
     "data.num_validation_examples": 8,
     "training.batch_size": 8,

@@ -9,10 +9,11 @@ import pytest
 import mtlzoo
 import mtlzoo.edge
 from mtlzoo import zoo
+from mtlzoo.testing import TINY_IMAGE
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p.parent.name for p in (ROOT / "saved_models").glob("*/model.keras"))
-TINY = {"backbone": "tiny", "backbone_args": {"width": 4}, "neck_channels": 16, "input_shape": (32, 64, 3)}
+TINY = TINY_IMAGE
 
 
 @pytest.fixture(scope="module")
