@@ -44,6 +44,7 @@ import socket
 
 __all__ = [
     "STRATEGIES",
+    "all_replicas",
     "apply_if_finite",
     "check_strategy",
     "check_tuner_env",
@@ -521,6 +522,17 @@ def apply_if_finite(optimizer, grads_and_vars, finite):
 
     context.merge_call(cross_replica, args=(grads, finite))
     return finite
+
+
+def all_replicas(flag):
+    """A scalar bool that is True only where `flag` is True on every replica (identity on one device)."""
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return flag
+    bad = context.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(flag, tf.float32))
+    return tf.equal(bad, 0.0)
 
 
 def local_batch(batch):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from mtlzoo import distribute
 from mtlzoo import losses as losses_lib
 from mtlzoo import metrics as metrics_lib
+from mtlzoo import step_state
 from mtlzoo.registry import HEADS, suggestion
 
 
@@ -16,6 +18,34 @@ def _scale_for_replicas(value):
     """Divides by the replica count under tf.distribute (Keras's convention for losses)."""
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return value / replicas if replicas > 1 else value
+
+
+def _check_loss_weight(task, value):
+    """`value` as a float32 scalar if it is one finite number >= 0 (Python, NumPy or a tensor), else ValueError."""
+    problem = None
+    if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
+        problem = "not a number"
+    else:
+        try:
+            array = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+        except Exception:  # noqa: BLE001 - anything that is not array-like
+            array = None
+        if array is None or array.dtype.kind not in "iuf":
+            problem = "not a number"
+        elif array.size != 1:
+            problem = f"{array.size} values where one number was expected"
+        else:
+            number = float(array.reshape(()))
+            if not np.isfinite(number):
+                problem = "not finite"
+            elif number < 0:
+                problem = "negative"
+            else:
+                return np.float32(number)
+    raise ValueError(
+        f"Loss weight of task {task!r} must be one finite number >= 0; got {value!r} ({problem}). "
+        "Use 0 to switch a task off."
+    )
 
 
 class _TrainingState:
@@ -95,6 +125,14 @@ class MultiTaskModel(keras.Model):
             (uncertainty weighting's log-variances, IMTL-L's scales). They
             are trained by the model's optimizer and saved with the model.
             Defaults to False.
+        weighting: None, a registered weighting name, a config dict
+            `{"name": "dwa", "config": {"temperature": 2.0}}` or a
+            `mtlzoo.weighting` callback. The loss-weighting method the model
+            trains with: `fit` runs it (as the first callback) unless the
+            callbacks already hold the same method, and its state (e.g. DWA's
+            loss history, GradNorm's weights and Adam moments) is saved with
+            the model's weights, so a reloaded model resumes it. Defaults to
+            None (the loss-weight variables stay as set).
 
     Example:
     ```python
@@ -112,6 +150,7 @@ class MultiTaskModel(keras.Model):
         initial_loss_weights = kwargs.pop("initial_loss_weights", None) or {}
         metadata = kwargs.pop("metadata", None) or {}
         learned_loss_params = bool(kwargs.pop("learned_loss_params", False))
+        weighting = kwargs.pop("weighting", None)
         super().__init__(*args, **kwargs)
         outputs = self._outputs_struct if hasattr(self, "_outputs_struct") else None
         if not isinstance(outputs, dict):
@@ -158,6 +197,10 @@ class MultiTaskModel(keras.Model):
         } if learned_loss_params else {}
         self._hooks = _Hooks()
         self._state = None
+        self._weighting = None
+        self._weighting_loaded = None
+        if weighting is not None:
+            self.set_weighting(weighting)
 
     # ------------------------------------------------------------------ weights
     @property
@@ -183,9 +226,7 @@ class MultiTaskModel(keras.Model):
         for t, w in weights.items():
             if t not in self._loss_weight_vars:
                 raise ValueError(f"Unknown task {t!r} in loss weights.{suggestion(t, self.task_names)} Tasks: {self.task_names}.")
-            if isinstance(w, (int, float)) and (w < 0 or w != w):
-                raise ValueError(f"Loss weight of task {t!r} must be a finite number >= 0, got {w}.")
-            self._loss_weight_vars[t].assign(ops.cast(w, "float32"))
+            self._loss_weight_vars[t].assign(_check_loss_weight(t, w))
 
     def variable_groups(self):
         """(shared variables, dict task -> task-specific variables), trainable only.
@@ -215,6 +256,146 @@ class MultiTaskModel(keras.Model):
         out.update({t: count(vs) for t, vs in by_task.items()})
         out["total"] = int(self.count_params())
         return out
+
+    # ------------------------------------------------------------------ weighting
+    @property
+    def weighting(self):
+        """The loss-weighting callback the model trains with (None: fixed loss weights)."""
+        return self._weighting
+
+    def set_weighting(self, weighting):
+        """Sets the loss-weighting method `fit` runs: a name, a config dict, a callback, or None.
+
+        Example:
+        ```python
+        model.set_weighting("dwa")
+        model.fit(x, y, epochs=3)          # logs {task}_weight; no callback to pass
+        ```
+        """
+        from mtlzoo import weighting as weighting_lib
+
+        if weighting is None or weighting == "fixed":
+            self._weighting = None
+            return None
+        if isinstance(weighting, str):
+            callback = weighting_lib.get(weighting)
+        elif isinstance(weighting, dict):
+            if "name" not in weighting:
+                raise ValueError(f"weighting= as a dict needs a 'name' (and optional 'config'), got {weighting!r}.")
+            callback = weighting_lib.get(weighting["name"], **dict(weighting.get("config") or {}))
+        elif isinstance(weighting, weighting_lib.LossWeighting):
+            callback = weighting
+        else:
+            raise TypeError(
+                f"weighting= must be a registered name ({', '.join(weighting_lib.list())}), "
+                f"a config dict or a mtlzoo.weighting callback; got {type(weighting).__name__}."
+            )
+        if callback is None:  # "fixed"
+            self._weighting = None
+            return None
+        # Its state exists from now on, so it is saved with the model's weights
+        # (and a checkpoint's values can be loaded into it).
+        callback.attach(self)
+        self._weighting = callback
+        return callback
+
+    def _weighting_config(self):
+        w = self._weighting
+        return None if w is None else {"name": w.name, "config": w.get_config()}
+
+    def _weighting_state(self):
+        w = self._weighting
+        if w is None:
+            return []
+        own = {id(v) for v in self._trainable_variables + self._non_trainable_variables}
+        return [v for v in w.state_variables() if id(v) not in own]
+
+    def _callbacks_with_weighting(self, callbacks):
+        """The fit callbacks with the model's weighting in front, once; a different method is an error."""
+        from mtlzoo.weighting import LossWeighting
+
+        w = self._weighting
+        if w is None or isinstance(callbacks, keras.callbacks.CallbackList):
+            return callbacks
+        callbacks = list(callbacks or [])
+        given = [cb for cb in callbacks if isinstance(cb, LossWeighting)]
+        if not given:
+            return [w] + callbacks
+        other = [cb for cb in given if type(cb) is not type(w)]
+        if other:
+            raise ValueError(
+                f"Model {self.name!r} trains with the loss weighting {w!r} (built with weighting="
+                f"{w.name!r}), but fit() was also given {other[0]!r}. Use one method: drop that callback, or "
+                f"change the model's method with model.set_weighting({other[0].name!r}) "
+                "(or build it with that weighting)."
+            )
+        if len(given) > 1:
+            raise ValueError(f"fit() was given {len(given)} loss-weighting callbacks {given}; use one.")
+        cb = given[0]
+        if cb is not w:
+            # The user's callback runs, once, and becomes the model's: it takes
+            # over the state so far (e.g. after a reload) and is saved with it.
+            cb.attach(self)
+            if cb.get_config() == w.get_config():
+                cb.copy_state_from(w)
+            self._weighting = cb
+        return callbacks
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, running the model's loss weighting (see `weighting`) as the first callback."""
+        kwargs["callbacks"] = self._callbacks_with_weighting(kwargs.get("callbacks"))
+        return super().fit(*args, **kwargs)
+
+    def training_methods(self) -> str:
+        """One line: the loss weighting and gradient aggregator this model trains with."""
+        w = self._weighting
+        hook = self._hooks.gradient
+        inner = getattr(hook, "inner", None) if hook is not None and hasattr(hook, "owner") else hook
+        aggregator = getattr(inner, "aggregator", None)
+        if aggregator is not None:
+            agg = type(aggregator).__name__ + ("-UB (representation)" if getattr(inner, "representation", False) else "")
+        else:
+            agg = "none (one backward pass of the weighted sum)"
+        weighting = repr(w) if w is not None else f"fixed loss weights {self.get_loss_weights()}"
+        return f"weighting: {weighting}; aggregator: {agg}"
+
+    def summary(self, *args, **kwargs):
+        """`keras.Model.summary`, followed by the weighting and aggregator the model trains with."""
+        super().summary(*args, **kwargs)
+        print_fn = kwargs.get("print_fn") or print
+        try:
+            print_fn(f"Trains with {self.training_methods()}", line_break=True)
+        except TypeError:
+            print_fn(f"Trains with {self.training_methods()}")
+
+    def __repr__(self):
+        return f"<MultiTaskModel {self.name!r} tasks={self.task_names}; {self.training_methods()}>"
+
+    # ------------------------------------------------------------------ saving
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for i, v in enumerate(self._weighting_state()):
+            store[f"weighting_{i}"] = v
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        extra = sorted((k for k in keys if k.startswith("weighting_")), key=lambda k: int(k.split("_", 1)[1]))
+        if not extra:
+            return super().load_own_variables(store)
+        super().load_own_variables({k: store[k] for k in keys if not k.startswith("weighting_")})
+        state = self._weighting_state()
+        if len(state) != len(extra) or any(tuple(v.shape) != tuple(store[k].shape) for v, k in zip(state, extra)):
+            import warnings
+
+            warnings.warn(
+                f"Model {self.name!r}: the saved loss-weighting state ({len(extra)} values) does not fit the "
+                f"model's weighting {self._weighting!r} ({len(state)}); it starts afresh.",
+                UserWarning, stacklevel=2,
+            )
+            return None
+        for v, k in zip(state, extra):
+            v.assign(np.asarray(store[k]))
+        self._weighting_loaded = True
 
     # ------------------------------------------------------------------ hooks
     @property
@@ -513,8 +694,34 @@ class MultiTaskModel(keras.Model):
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
+    def step_state_variables(self):
+        """Variables besides the trainable ones that a train step may change.
+
+        The model's non-trainable variables (BatchNorm moving statistics, loss
+        weights, random-seed states) and the state of the installed step hooks
+        and loss weighting (`state_variables()` where a hook defines it, else
+        the variables it holds). A skipped (non-finite) step restores all of
+        them; trainable variables and optimizer slots are left alone by not
+        applying the update.
+        """
+        own = {id(v) for v in self.variables}
+        out = list(self.non_trainable_variables)
+        sources = list(self.step_hooks)
+        weighting = getattr(self, "_weighting", None)
+        if weighting is not None:
+            sources.append(weighting)
+        for source in sources:
+            getter = getattr(source, "state_variables", None)
+            found = getter() if callable(getter) else step_state.collect_variables(source)
+            out.extend(v for v in found if id(v) not in own)
+        return step_state.unique(out)
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        # Read before the forward pass writes BatchNorm statistics, so a skipped
+        # step can put every one of them back.
+        state = self.step_state_variables()
+        saved = step_state.snapshot(state)
         hook = self._hooks.gradient
         representation = hook is not None and getattr(hook, "representation", False)
         persistent = hook is not None and getattr(hook, "persistent_tape", True)
@@ -545,23 +752,30 @@ class MultiTaskModel(keras.Model):
         else:
             grads = tape.gradient(step_loss, variables)
         del tape
-        self._apply_if_finite(total, grads, variables)
+        self._apply_if_finite(total, grads, variables, state, saved)
         return distribute.step_logs(self.compute_metrics(x, y, y_pred, sample_weight))
 
     def test_step(self, data):
         return distribute.step_logs(super().test_step(data))
 
-    def _apply_if_finite(self, total, grads, variables):
+    def _apply_if_finite(self, total, grads, variables, state=(), saved=()):
         finite = tf.math.is_finite(total)
         for g in grads:
             if g is not None:
                 finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+        # A forward pass that overflowed BatchNorm statistics (e.g. after a
+        # huge learning rate) is as broken as a NaN loss.
+        finite = tf.logical_and(finite, step_state.all_finite_state(state))
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         if pairs:
             # Under tf.distribute all replicas skip together (the flag is
             # all-reduced, the cond runs in cross-replica context); a skipped
             # step leaves the weights and the optimizer state as they were.
             finite = distribute.apply_if_finite(self.optimizer, pairs, finite)
+        else:
+            finite = distribute.all_replicas(finite)
+        # ... and puts back what the forward pass and the hooks already wrote.
+        step_state.restore_unless(finite, state, saved)
         skipped = 1.0 - tf.cast(finite, "float32")
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
@@ -580,6 +794,7 @@ class MultiTaskModel(keras.Model):
                 "initial_loss_weights": self.initial_loss_weights,
                 "metadata": self.metadata,
                 "learned_loss_params": self._learned_loss_params_enabled,
+                "weighting": self._weighting_config(),
             }
         )
         return config

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from mtlzoo import backbones, heads, sharing  # noqa: F401  (registration)
+from mtlzoo.validation import as_int
 from mtlzoo.registry import AGGREGATORS, BACKBONES, HEADS, RECIPES, SHARING, WEIGHTINGS, suggestion
 
 
@@ -202,9 +203,9 @@ class Recipe:
     def validate(self) -> None:
         where = f"recipe {self.name!r}"
         try:
-            shape = tuple(int(v) for v in self.input_shape)
-        except (TypeError, ValueError):
-            raise RecipeError(f"{where}: input_shape must be a list of integers, got {self.input_shape!r}.") from None
+            shape = tuple(as_int(where, f"input_shape[{i}]", v) for i, v in enumerate(self.input_shape))
+        except (TypeError, ValueError) as e:
+            raise RecipeError(f"{where}: input_shape must be a list of integers, got {self.input_shape!r} ({e}).") from None
         if not shape or any(v <= 0 for v in shape):
             raise RecipeError(f"{where}: input_shape must hold positive integers, got {self.input_shape!r}.")
         if len(shape) == 3 and (shape[0] % 32 or shape[1] % 32):
@@ -219,8 +220,17 @@ class Recipe:
         _check_keys(self.sharing_args, _accepted_args(SHARING.get(self.sharing), _SHARING_RESERVED), f"{where}: sharing_args of {self.sharing!r}")
         if self.sharing != "hard" and len(self.tasks) < 2:
             raise RecipeError(f"{where}: sharing {self.sharing!r} needs at least two tasks; use sharing: hard.")
-        if int(self.neck_channels) <= 0:
-            raise RecipeError(f"{where}: neck_channels must be positive, got {self.neck_channels}.")
+        try:
+            self.neck_channels = as_int(where, "neck_channels", self.neck_channels, low=1)
+            self.seed = as_int(where, "seed", self.seed, low=0)
+        except ValueError as e:
+            raise RecipeError(str(e)) from None
+        for t, spec in self.tasks.items():
+            # Heads check their own integer settings (num_classes, channels, ...) with the task's name.
+            try:
+                HEADS.get(spec.kind)(**spec.head_args)
+            except (TypeError, ValueError) as e:
+                raise RecipeError(f"{where}: task {t!r} ({spec.kind}): {e}") from None
         if not isinstance(self.optimizer, dict) or "name" not in self.optimizer:
             raise RecipeError(f"{where}: optimizer must be a mapping with a `name` (e.g. {{name: adam, learning_rate: 0.001}}).")
         _ensure_components()
@@ -246,8 +256,20 @@ class Recipe:
     def override(self, **overrides) -> "Recipe":
         """A new recipe with top-level or dotted (`tasks.depth.loss_weight`) keys replaced.
 
-        `tasks=[...]` keeps only the listed tasks; `tasks={...}` merges per task.
+        Tasks have four explicit forms, so that replacing and adding never look alike:
+
+        - `tasks=["segmentation", "depth"]` keeps only the listed tasks;
+        - `tasks={name: spec, ...}` replaces the task set: the model has exactly
+          these tasks, each given in full (with its `kind`). An entry that names
+          a recipe task without a `kind` is ambiguous (change that task, or keep
+          only it?) and raises a `RecipeError` naming the explicit forms;
+        - `add_tasks={name: spec, ...}` adds new tasks (full specs) to the recipe's;
+        - `update_tasks={name: {key: value}, ...}` changes settings of existing
+          tasks and keeps the others (as do dotted keys, `**{"tasks.depth.loss_weight": 2}`).
         """
+        overrides = dict(overrides)
+        add_tasks = overrides.pop("add_tasks", None)
+        update_tasks = overrides.pop("update_tasks", None)
         data = self.to_dict()
         # Arguments belong to the component they configure: switching the
         # component without giving new arguments drops the old ones.
@@ -271,9 +293,18 @@ class Recipe:
                 data["tasks"] = {t: data["tasks"][t] for t in value}
                 continue
             if key == "tasks" and isinstance(value, dict):
-                for t, settings in value.items():
-                    base = data["tasks"].get(t, {})
-                    data["tasks"][t] = {**base, **settings} if isinstance(settings, dict) else settings
+                partial = [t for t, spec in value.items()
+                           if t in data["tasks"] and not (isinstance(spec, dict) and "kind" in spec)]
+                if partial:
+                    t = partial[0]
+                    raise RecipeError(
+                        f"override tasks={{{t!r}: ...}} is ambiguous: `tasks={{...}}` replaces the recipe's tasks "
+                        f"({', '.join(data['tasks'])}) with exactly the ones given, and {t!r} has no `kind`. "
+                        f"To change {t!r} and keep the other tasks use update_tasks={{{t!r}: {{...}}}} (or the dotted "
+                        f"key 'tasks.{t}.KEY'); to keep only some tasks use tasks=[...]; to add tasks use "
+                        f"add_tasks={{...}}; to replace the task set give every task in full, with its `kind`."
+                    )
+                data["tasks"] = {t: dict(spec) if isinstance(spec, dict) else spec for t, spec in value.items()}
                 continue
             target = data
             for part in parts[:-1]:
@@ -286,6 +317,10 @@ class Recipe:
                         raise RecipeError(f"override {key!r}: {part!r} is not a mapping.")
                 target = target[part]
             target[parts[-1]] = value
+        if update_tasks is not None:
+            _merge_task_settings(data, update_tasks, self.name, add=False)
+        if add_tasks is not None:
+            _merge_task_settings(data, add_tasks, self.name, add=True)
         return Recipe.from_dict(data)
 
     # ------------------------------------------------------------ building
@@ -313,6 +348,7 @@ class Recipe:
             metadata={"recipe": self.to_dict()},
             learned_loss_params=self.weighting != "fixed"
             and bool(getattr(WEIGHTINGS.get(self.weighting), "needs_learned_loss_params", False)),
+            weighting=None if self.weighting == "fixed" else {"name": self.weighting, "config": dict(self.weighting_args)},
             name=self.name,
         )
         if compile:
@@ -336,6 +372,27 @@ class Recipe:
 
         training_hooks.install(model, self)
         return model
+
+
+def _merge_task_settings(data, tasks, recipe_name, add):
+    """`add_tasks` (new tasks, full specs) or `update_tasks` (settings merged into existing tasks)."""
+    what = "add_tasks" if add else "update_tasks"
+    if not isinstance(tasks, dict):
+        raise RecipeError(f"override {what}= must map task names to task settings, got {type(tasks).__name__}.")
+    for t, settings in tasks.items():
+        if not isinstance(settings, dict):
+            raise RecipeError(f"override {what}={{{t!r}: ...}}: the settings must be a mapping, got {settings!r}.")
+        if add and t in data["tasks"]:
+            raise RecipeError(
+                f"override add_tasks=: recipe {recipe_name!r} already has a task {t!r}; change it with "
+                f"update_tasks={{{t!r}: {{...}}}} or choose another name."
+            )
+        if not add and t not in data["tasks"]:
+            raise RecipeError(
+                f"override update_tasks=: recipe {recipe_name!r} has no task {t!r}.{suggestion(t, data['tasks'])} "
+                f"Its tasks: {', '.join(data['tasks'])}. Add a new task with add_tasks={{{t!r}: {{'kind': ...}}}}."
+            )
+        data["tasks"][t] = dict(settings) if add else {**data["tasks"][t], **settings}
 
 
 def _ensure_components():

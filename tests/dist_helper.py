@@ -81,7 +81,7 @@ def make_model(scenario):
 
     overrides = {"optimizer": {"name": "sgd", "learning_rate": 0.05}, "seed": 7}
     if scenario in ("pcgrad", "mgda", "mgda_ub"):
-        overrides["tasks"] = {"aux": {"kind": "regression", "units": 1}}
+        overrides["add_tasks"] = {"aux": {"kind": "regression", "units": 1}}
         overrides["aggregator"] = scenario.replace("_ub", "")
         if scenario == "pcgrad":
             overrides["aggregator_args"] = {"seed": 0}

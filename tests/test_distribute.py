@@ -170,7 +170,7 @@ def mirrored(tmp_path_factory):
     out = tmp_path_factory.mktemp("mirrored") / "result.json"
     start = time.time()
     proc = subprocess.run(
-        [sys.executable, HELPER, "mirrored", str(out)], env=_env(), capture_output=True, text=True, timeout=240
+        [sys.executable, HELPER, "mirrored", str(out)], env=_env(), capture_output=True, text=True, timeout=480
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(out.read_text())

@@ -80,8 +80,30 @@ def test_override_forms():
     # Switching the sharing mode drops the old mode's arguments.
     back = get_recipe("driving_perception_cross_stitch", sharing="hard")
     assert back.sharing_args == {}
-    merged = get_recipe("driving_perception", tasks={"segmentation": {"num_classes": 12}})
+    merged = get_recipe("driving_perception", update_tasks={"segmentation": {"num_classes": 12}})
     assert merged.tasks["segmentation"].head_args["num_classes"] == 12
+    assert list(merged.tasks) == list(get_recipe("driving_perception").tasks)
+
+
+def test_task_overrides_replace_add_and_update_are_explicit():
+    base = list(get_recipe("tabular_demo").tasks)
+    # tasks={...} replaces the task set: exactly the tasks given.
+    replaced = get_recipe("tabular_demo", tasks={"a": {"kind": "regression", "units": 1}})
+    assert list(replaced.tasks) == ["a"]
+    assert sorted(mtlzoo.build("tabular_demo", tasks={"a": {"kind": "regression", "units": 1}}).output_names) == ["a"]
+    # add_tasks adds to the recipe's tasks.
+    added = get_recipe("tabular_demo", add_tasks={"a": {"kind": "regression", "units": 1}})
+    assert list(added.tasks) == base + ["a"]
+    # update_tasks changes one task and keeps the others.
+    updated = get_recipe("tabular_demo", update_tasks={base[0]: {"loss_weight": 3.0}})
+    assert list(updated.tasks) == base and updated.tasks[base[0]].loss_weight == 3.0
+    # A partial entry for an existing task in tasks={...} is ambiguous: an error naming the explicit forms.
+    with pytest.raises(RecipeError, match=r"ambiguous.*update_tasks.*add_tasks"):
+        get_recipe("tabular_demo", tasks={base[0]: {"loss_weight": 3.0}})
+    with pytest.raises(RecipeError, match=r"already has a task"):
+        get_recipe("tabular_demo", add_tasks={base[0]: {"kind": "regression", "units": 1}})
+    with pytest.raises(RecipeError, match=r"has no task 'lable'.*label"):
+        get_recipe("tabular_demo", update_tasks={"lable": {"loss_weight": 2.0}})
 
 
 def test_cli_override_parsing():

@@ -3,6 +3,7 @@
 from mtlzoo import losses, metrics
 from mtlzoo.heads.base import Head, dense_output
 from mtlzoo.registry import HEADS
+from mtlzoo.validation import as_int
 
 
 @HEADS.register("classification")
@@ -25,10 +26,10 @@ class ClassificationHead(Head):
     kind = "classification"
 
     def __init__(self, num_classes, hidden=0, dropout=0.0):
-        if int(num_classes) < 2:
+        if as_int("classification head", "num_classes", num_classes) < 2:
             raise ValueError(f"classification: num_classes must be >= 2, got {num_classes}.")
-        self.num_classes = int(num_classes)
-        self.hidden = int(hidden)
+        self.num_classes = as_int("classification head", "num_classes", num_classes)
+        self.hidden = as_int("classification head", "hidden", hidden)
         self.dropout = float(dropout)
 
     def __call__(self, features, name):

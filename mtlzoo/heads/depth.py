@@ -6,6 +6,7 @@ from mtlzoo import losses, metrics
 from mtlzoo.heads.base import Head, dense_logits
 from mtlzoo.layers import ScaledSigmoid
 from mtlzoo.registry import HEADS
+from mtlzoo.validation import as_int
 
 
 @HEADS.register("depth")
@@ -37,8 +38,8 @@ class DepthHead(Head):
         if float(max_depth) <= 0:
             raise ValueError(f"depth: max_depth must be positive, got {max_depth}.")
         self.max_depth = float(max_depth)
-        self.channels = int(channels)
-        self.depth = int(depth)
+        self.channels = as_int("depth head", "channels", channels)
+        self.depth = as_int("depth head", "depth", depth)
 
     def __call__(self, features, name):
         x = dense_logits(features[0], name, self.channels, self.depth, 1)

@@ -6,6 +6,7 @@ from mtlzoo import losses, metrics
 from mtlzoo.heads.base import Head, conv_bn_relu
 from mtlzoo.heads.centernet_targets import decode_centernet, encode_centernet_targets
 from mtlzoo.registry import HEADS
+from mtlzoo.validation import as_int
 
 
 @HEADS.register("detection")
@@ -36,12 +37,12 @@ class DetectionHead(Head):
     stride = 4
 
     def __init__(self, num_classes, channels=64, prior=0.01):
-        if int(num_classes) < 1:
+        if as_int("detection head", "num_classes", num_classes) < 1:
             raise ValueError(f"detection: num_classes must be >= 1, got {num_classes}.")
         if not 0.0 < float(prior) < 1.0:
             raise ValueError(f"detection: prior must be in (0, 1), got {prior}.")
-        self.num_classes = int(num_classes)
-        self.channels = int(channels)
+        self.num_classes = as_int("detection head", "num_classes", num_classes)
+        self.channels = as_int("detection head", "channels", channels)
         self.prior = float(prior)
 
     def __call__(self, features, name):

@@ -3,6 +3,7 @@
 from mtlzoo import losses, metrics
 from mtlzoo.heads.base import Head, dense_output
 from mtlzoo.registry import HEADS
+from mtlzoo.validation import as_int
 
 
 @HEADS.register("multilabel")
@@ -27,10 +28,10 @@ class MultiLabelHead(Head):
     kind = "multilabel"
 
     def __init__(self, num_classes, hidden=64, dropout=0.0):
-        if int(num_classes) < 1:
+        if as_int("multilabel head", "num_classes", num_classes) < 1:
             raise ValueError(f"multilabel: num_classes must be >= 1, got {num_classes}.")
-        self.num_classes = int(num_classes)
-        self.hidden = int(hidden)
+        self.num_classes = as_int("multilabel head", "num_classes", num_classes)
+        self.hidden = as_int("multilabel head", "hidden", hidden)
         self.dropout = float(dropout)
 
     def __call__(self, features, name):

@@ -6,6 +6,7 @@ from mtlzoo import losses, metrics
 from mtlzoo.heads.base import Head, dense_logits
 from mtlzoo.layers import UnitNormalization
 from mtlzoo.registry import HEADS
+from mtlzoo.validation import as_int
 
 
 @HEADS.register("normal")
@@ -37,10 +38,10 @@ class NormalHead(Head):
     kind = "normal"
 
     def __init__(self, channels=64, depth=1):
-        if int(channels) < 1 or int(depth) < 0:
+        if as_int("normal head", "channels", channels) < 1 or as_int("normal head", "depth", depth) < 0:
             raise ValueError(f"normal: channels must be >= 1 and depth >= 0, got {channels} and {depth}.")
-        self.channels = int(channels)
-        self.depth = int(depth)
+        self.channels = as_int("normal head", "channels", channels)
+        self.depth = as_int("normal head", "depth", depth)
 
     def __call__(self, features, name):
         x = dense_logits(features[0], name, self.channels, self.depth, 3)

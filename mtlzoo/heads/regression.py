@@ -3,6 +3,7 @@
 from mtlzoo import losses, metrics
 from mtlzoo.heads.base import Head, dense_output
 from mtlzoo.registry import HEADS
+from mtlzoo.validation import as_int
 
 
 @HEADS.register("regression")
@@ -26,10 +27,10 @@ class RegressionHead(Head):
     kind = "regression"
 
     def __init__(self, units=1, hidden=0, ignore_value=None):
-        if int(units) < 1:
+        if as_int("regression head", "units", units) < 1:
             raise ValueError(f"regression: units must be >= 1, got {units}.")
-        self.units = int(units)
-        self.hidden = int(hidden)
+        self.units = as_int("regression head", "units", units)
+        self.hidden = as_int("regression head", "hidden", hidden)
         self.ignore_value = None if ignore_value is None else float(ignore_value)
 
     def __call__(self, features, name):

@@ -5,6 +5,7 @@ import keras
 from mtlzoo import losses, metrics
 from mtlzoo.heads.base import Head, dense_logits
 from mtlzoo.registry import HEADS
+from mtlzoo.validation import as_int
 
 
 @HEADS.register("segmentation")
@@ -32,11 +33,11 @@ class SegmentationHead(Head):
     kind = "segmentation"
 
     def __init__(self, num_classes, channels=64, depth=1):
-        if int(num_classes) < 2:
+        if as_int("segmentation head", "num_classes", num_classes) < 2:
             raise ValueError(f"segmentation: num_classes must be >= 2, got {num_classes}.")
-        self.num_classes = int(num_classes)
-        self.channels = int(channels)
-        self.depth = int(depth)
+        self.num_classes = as_int("segmentation head", "num_classes", num_classes)
+        self.channels = as_int("segmentation head", "channels", channels)
+        self.depth = as_int("segmentation head", "depth", depth)
 
     def __call__(self, features, name):
         x = dense_logits(features[0], name, self.channels, self.depth, self.num_classes)

@@ -389,6 +389,41 @@ class LossWeighting(keras.callbacks.Callback):
     def build(self, model) -> None:
         """Creates the method's state for `model` (called once per model, eagerly)."""
 
+    def attach(self, model) -> None:
+        """Builds the method's state for `model` now (once), without installing its step hook.
+
+        `MultiTaskModel(weighting=...)` calls it at construction, so the state
+        exists when the model's weights are saved or loaded; `fit` installs
+        the hook later through `set_model`.
+        """
+        _check_model(self._owner, model)
+        if self._built_for is not model:
+            self.build(model)
+            self._built_for = model
+
+    def state_variables(self) -> list:
+        """The variables holding the method's state (saved with a model built with this weighting).
+
+        Found among the callback's attributes (variables, lists and dicts of
+        them, helper objects such as `SmallAdam`, seed generators); the
+        model's own variables (e.g. model-owned learned loss parameters) and
+        the installed step hook are not part of it. Empty before `build`.
+        """
+        from mtlzoo.step_state import collect_variables
+
+        model = self._built_for
+        own = {id(v) for v in model.variables} if model is not None else set()
+        attrs = {k: v for k, v in self.__dict__.items() if k not in ("_hook", "_model", "_built_for")}
+        return [v for v in collect_variables(attrs) if id(v) not in own]
+
+    def copy_state_from(self, other) -> None:
+        """Assigns this callback's state from `other` (same method and configuration, both attached)."""
+        mine, theirs = self.state_variables(), other.state_variables()
+        if len(mine) != len(theirs) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(mine, theirs)):
+            raise ValueError(f"{self._owner}: cannot take over the state of {other!r}: different state layout.")
+        for a, b in zip(mine, theirs):
+            a.assign(b.value if isinstance(b, keras.Variable) else b)
+
     def _check_hooks(self, model):
         """Raises ValueError if the model's installed hooks cannot run with this method."""
         installed = [h for h in model.step_hooks if h is not self._hook]

@@ -6,6 +6,7 @@ import math
 import numbers
 import warnings
 
+import keras
 import numpy as np
 
 from mtlzoo.registry import suggestion, WEIGHTINGS
@@ -77,13 +78,40 @@ class DTP(LossWeighting):
             self.gamma = check_float("DTP", "gamma", gamma, low=0.0)
         self.alpha = check_float("DTP", "alpha", alpha, low=0.0, high=1.0, low_open=True)
         self.epsilon = check_float("DTP", "epsilon", epsilon, low=0.0, high=0.5, low_open=True, high_open=True)
-        self.smoothed = None
-        self._scales = {}
+        self._smoothed = None
+        self._has_smoothed = None
+        self._scale_values = None
 
     def build(self, model):
         check_task_names("DTP", self.kpis, model)
         if isinstance(self.gamma, dict):
             check_task_names("DTP", self.gamma, model)
+        # Variables, so the state is saved with a model built with this weighting:
+        # κ̄ (valid once an epoch was seen) and the loss scales of `min` KPIs (0 until set).
+        k = len(model.task_names)
+        self._smoothed = keras.Variable(np.zeros(k, np.float32), trainable=False, name="dtp_smoothed_kpis")
+        self._has_smoothed = keras.Variable(0.0, trainable=False, name="dtp_epochs_seen")
+        self._scale_values = keras.Variable(np.zeros(k, np.float32), trainable=False, name="dtp_kpi_scales")
+
+    @property
+    def smoothed(self):
+        """The smoothed KPIs κ̄_t as a list in task order, or None before the first epoch."""
+        if self._smoothed is None:
+            return None
+        if float(self._has_smoothed.numpy()) <= 0:
+            return None
+        return np.asarray(self._smoothed.numpy(), float).tolist()
+
+    @property
+    def _scales(self) -> dict:
+        if self._scale_values is None:
+            return {}
+        return {t: float(v) for t, v in zip(self.tasks, self._scale_values.numpy()) if v > 0}
+
+    def _set_scale(self, task, value):
+        values = np.asarray(self._scale_values.numpy()).copy()
+        values[self.tasks.index(task)] = value
+        self._scale_values.assign(values)
 
     def _spec(self, task):
         return self.kpis.get(task, {"key": f"{task}_loss", "mode": "min", "scale": None})
@@ -112,7 +140,8 @@ class DTP(LossWeighting):
                 if scale is None:
                     if value <= 0:
                         return None
-                    scale = self._scales[t] = value
+                    scale = value
+                    self._set_scale(t, value)
                 kappa = math.exp(-max(value, 0.0) / scale)
             out.append(kappa)
         return np.asarray(out, np.float64)
@@ -132,7 +161,8 @@ class DTP(LossWeighting):
             smoothed = kappa
         else:
             smoothed = self.alpha * kappa + (1.0 - self.alpha) * np.asarray(self.smoothed)
-        self.smoothed = smoothed.tolist()
+        self._smoothed.assign(np.asarray(smoothed, np.float32))
+        self._has_smoothed.assign(1.0)
         clipped = np.clip(smoothed, self.epsilon, 1.0 - self.epsilon)
         weights = [focal_weight(k, self._gamma(t)) for k, t in zip(clipped, self.tasks)]
         self.assign_weights(np.asarray(weights, np.float32))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
 from mtlzoo.registry import WEIGHTINGS
@@ -69,7 +70,23 @@ class DWA(LossWeighting):
         if not isinstance(loss_key, str) or "{task}" not in loss_key:
             raise ValueError(f"DWA: loss_key must be a string containing '{{task}}', got {loss_key!r}.")
         self.loss_key = loss_key
-        self.loss_history = []
+        self._history = None
+        self._seen = None
+
+    def build(self, model):
+        # Variables, so the history is saved with a model built with this weighting.
+        k = len(model.task_names)
+        self._history = keras.Variable(np.zeros((2, k), np.float32), trainable=False, name="dwa_loss_history")
+        self._seen = keras.Variable(0.0, trainable=False, name="dwa_epochs_seen")
+
+    @property
+    def loss_history(self) -> list:
+        """The last (up to two) epochs' per-task losses, oldest first."""
+        if self._history is None:
+            return []
+        n = int(min(2, float(self._seen.numpy())))
+        rows = np.asarray(self._history.numpy(), float)
+        return [r.tolist() for r in rows[2 - n:]]
 
     def begin(self, model):
         if len(self.loss_history) < 2:
@@ -79,7 +96,10 @@ class DWA(LossWeighting):
         losses = self._read_losses(logs, self.loss_key)
         if losses is None:
             return None
-        self.loss_history = (self.loss_history + [losses.tolist()])[-2:]
-        if len(self.loss_history) == 2:
-            self.assign_weights(dwa_weights(self.loss_history[1], self.loss_history[0], self.temperature))
+        rows = np.asarray(self._history.numpy())
+        self._history.assign(np.stack([rows[1], losses.astype(np.float32)]))
+        self._seen.assign(float(self._seen.numpy()) + 1.0)
+        history = self.loss_history
+        if len(history) == 2:
+            self.assign_weights(dwa_weights(history[1], history[0], self.temperature))
         return None

@@ -1,0 +1,171 @@
+"""A skipped (non-finite) train step changes nothing: weights, BatchNorm statistics, optimizer, loss weights, weighting state.
+
+docs/reliability.md lists the promise; these tests hold it on one device and
+under MirroredStrategy (2 logical CPUs, in a subprocess), with the backbones
+the shipped recipes use.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import mtlzoo
+from mtlzoo.testing import TINY_IMAGE, random_inputs, random_labels
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The backbones of the shipped image recipes, at a small input.
+BACKBONES = {
+    "tiny": dict(TINY_IMAGE),
+    "mobilenetv3_small": {"backbone": "mobilenetv3_small", "input_shape": (64, 64, 3), "neck_channels": 16},
+    "mobilenetv3_large": {"backbone": "mobilenetv3_large", "input_shape": (64, 64, 3), "neck_channels": 16},
+}
+
+
+def _state(model):
+    """Every variable a step could touch, as arrays (model + optimizer + weighting/hook state)."""
+    variables = list(model.variables) + list(model.optimizer.variables) + list(model.step_state_variables())
+    return [(v.path, np.array(v.numpy(), copy=True)) for v in variables]
+
+
+def _changed(before, after):
+    return [p for (p, a), (_, b) in zip(before, after) if a.shape != b.shape or not np.array_equal(a, b, equal_nan=True)]
+
+
+def _corrupt(x, fault):
+    x = x.copy()
+    x[0, 3, 3, 1] = np.nan if fault == "nan_pixel" else np.inf
+    return x
+
+
+def _split(y, n):
+    return {t: v[:n] for t, v in y.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_a_skipped_step_leaves_every_variable_bit_identical(backbone):
+    model = mtlzoo.build("driving_perception_lite", **BACKBONES[backbone])
+    x, y = random_inputs(model, 4), random_labels(model, 4)
+    model.train_on_batch(x, y)  # moving statistics away from their initial values
+    for fault in ("nan_pixel", "inf_pixel"):
+        before = _state(model)
+        logs = model.train_on_batch(_corrupt(x, fault), y, return_dict=True)
+        assert logs["nonfinite_steps"] >= 1.0, fault
+        assert _changed(before, _state(model)) == [], fault
+        # The model still predicts finite values on clean images.
+        for task, value in model(x, training=False).items():
+            assert np.isfinite(np.asarray(value)).all(), (fault, task)
+    # ... and a clean step trains again.
+    before = _state(model)
+    model.train_on_batch(x, y)
+    assert _changed(before, _state(model)) != []
+
+
+MIRRORED_SCRIPT = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    from mtlzoo import distribute
+    distribute.use_logical_cpus(2)
+    import tensorflow as tf
+    import mtlzoo
+    from mtlzoo.testing import TINY_IMAGE, random_inputs, random_labels
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = mtlzoo.build("driving_perception_lite", weighting=sys.argv[1], **TINY_IMAGE)
+    x, y = random_inputs(model, 8), random_labels(model, 8)
+
+    def state():
+        vs = list(model.variables) + list(model.optimizer.variables) + list(model.step_state_variables())
+        return [np.array(v.numpy(), copy=True) for v in vs]
+
+    states = []
+
+    import keras
+
+    class Capture(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            states.append(state())
+
+    bad = x.copy()
+    bad[7, 5, 5, 0] = np.nan  # the second step, replica 1's shard of the global batch of 4
+    history = model.fit(bad, y, batch_size=4, epochs=1, verbose=0, shuffle=False, callbacks=[Capture()])
+    before, after = states
+    changed = [i for i, (a, b) in enumerate(zip(before, after)) if not np.array_equal(a, b, equal_nan=True)]
+    preds = model.predict(x, verbose=0)
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "skipped": history.history["nonfinite_steps"],
+                      "changed": len(changed), "compared": len(before),
+                      "finite": {t: bool(np.isfinite(v).all()) for t, v in preds.items()}}))
+''')
+
+
+@pytest.mark.slow
+def test_a_skipped_step_changes_nothing_under_mirrored_strategy():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, "gradnorm"], env=env, capture_output=True,
+                          text=True, timeout=480)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    assert result["skipped"] == [1.0]
+    assert result["compared"] > 50 and result["changed"] == 0, result
+    assert all(result["finite"].values()), result
+
+
+# ---------------------------------------------------------------- bad values are errors, not coercions
+@pytest.fixture(scope="module")
+def tabular():
+    return mtlzoo.build("tabular_demo")
+
+
+def _bad_weights():
+    import tensorflow as tf
+
+    return [
+        ("inf", float("inf")), ("nan", float("nan")), ("negative", -0.5),
+        ("numpy inf", np.float32(np.inf)), ("numpy nan", np.float64(np.nan)), ("numpy negative", np.int64(-2)),
+        ("tensor inf", tf.constant(np.inf)), ("tensor nan", tf.constant(np.nan)), ("tensor negative", tf.constant(-1.0)),
+        ("string", "1.0"), ("bool", True), ("None", None), ("list", [1.0, 2.0]), ("array", np.ones(2)),
+    ]
+
+
+@pytest.mark.parametrize("label,value", _bad_weights(), ids=[b[0] for b in _bad_weights()])
+def test_set_loss_weights_rejects_every_non_finite_negative_or_non_number(tabular, label, value):
+    before = tabular.get_loss_weights()
+    with pytest.raises(ValueError, match=r"Loss weight of task 'target' must be one finite number >= 0"):
+        tabular.set_loss_weights({"target": value})
+    assert tabular.get_loss_weights() == before
+
+
+def test_set_loss_weights_accepts_numbers_of_every_type(tabular):
+    import tensorflow as tf
+
+    for value in (2, 0.5, np.float32(1.5), np.int64(3), tf.constant(0.25), np.array(4.0)):
+        tabular.set_loss_weights({"target": value})
+        assert tabular.get_loss_weights()["target"] == float(np.asarray(value))
+
+
+@pytest.mark.parametrize("key,value", [("num_classes", 2.5), ("num_classes", "ten"), ("channels", 8.5),
+                                       ("channels", "sixteen")])
+def test_integer_settings_reject_fractions_and_words_naming_the_key(key, value):
+    from mtlzoo.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=rf"task 'segmentation'.*`{key}` must be an integer"):
+        mtlzoo.get_recipe("driving_perception_lite", **{f"tasks.segmentation.{key}": value})
+
+
+@pytest.mark.parametrize("key,value", [("neck_channels", 2.5), ("neck_channels", "ten"), ("seed", 1.5),
+                                       ("input_shape", [64.5, 128, 3]), ("input_shape", ["sixty-four", 128, 3])])
+def test_recipe_integer_settings_name_the_key(key, value):
+    from mtlzoo.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=rf"{key.split('[')[0]}"):
+        mtlzoo.get_recipe("driving_perception_lite", **{key: value})
+    # Whole floats are integers.
+    assert mtlzoo.get_recipe("driving_perception_lite", neck_channels=32.0).neck_channels == 32
