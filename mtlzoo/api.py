@@ -35,10 +35,20 @@ def build(recipe="driving_perception", *, compile=True, **overrides):
 def load(path, compile=True):
     """Loads a model saved with `model.save("m.keras")`, custom objects resolved, safe_mode on.
 
+    A `.keras` file is data: it is read in Keras's safe mode, which refuses
+    to deserialise Python code (`Lambda` layers, pickled functions). Exported
+    SavedModels are code and are read by `mtlzoo.edge.load` only when trusted.
+
     Args:
         path: str. A `.keras` file, or a model shipped with mtlzoo as
             `zoo:NAME` (e.g. `zoo:driving_perception_lite`; `mtlzoo.zoo.list_models()`).
         compile: bool. Restore the compiled state (optimizer). Defaults to True.
+
+    Raises:
+        FileNotFoundError: nothing at `path`.
+        mtlzoo.edge.ModelFileError: (a `ValueError`) `path` is not a `.keras`
+            file, or it is truncated or corrupt (the message names the file).
+        mtlzoo.zoo.ZooSpecError: a `zoo:` spec that leads outside the zoo.
 
     Example:
     ```python
@@ -47,6 +57,9 @@ def load(path, compile=True):
     zoo_model = mtlzoo.load("zoo:driving_perception_lite")
     ```
     """
+    import zipfile
+    import zlib
+
     import keras
 
     import mtlzoo.layers  # noqa: F401  (registers custom objects)
@@ -55,16 +68,34 @@ def load(path, compile=True):
     import mtlzoo.model  # noqa: F401
 
     from mtlzoo import zoo
+    from mtlzoo.edge import ModelFileError  # light (NumPy only); one error class for every model file
 
     if zoo.is_zoo_spec(path):
-        resolved = zoo.resolve(path)
-        path = os.fspath(resolved / zoo.MODEL_FILE if resolved.is_dir() else resolved)
+        path = zoo.resolve(path, default_file=zoo.MODEL_FILE)
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"No saved model at {path!r}.")
+    if os.path.isdir(path):
+        raise ModelFileError(
+            f"{path!r} is a folder; mtlzoo.load reads a '.keras' file (a training run's is its best.keras or "
+            "last.keras). Export folders and SavedModels are read by mtlzoo.edge.load."
+        )
     if not path.endswith(".keras"):
-        raise ValueError(f"mtlzoo.load reads Keras v3 '.keras' files; got {path!r}. Export formats are read by mtlzoo.edge.")
-    model = keras.saving.load_model(path, compile=compile, safe_mode=True)
+        raise ModelFileError(
+            f"mtlzoo.load reads Keras v3 '.keras' files; got {path!r}. Export formats are read by mtlzoo.edge.load."
+        )
+    corrupt = (
+        f"{path!r} is not a valid .keras file (a zip archive of config and weights): it may be truncated "
+        "(an interrupted save or copy) or corrupt; save or copy it again."
+    )
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(corrupt)
+    try:
+        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise ModelFileError(f"{corrupt} ({e})") from e
+    except (OSError, KeyError) as e:  # h5py reading a damaged weights file; a member missing from the archive
+        raise ModelFileError(f"{corrupt} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
     recipe = getattr(model, "metadata", {}).get("recipe")
     if compile and recipe and getattr(model, "compiled", False):
         from mtlzoo import training_hooks

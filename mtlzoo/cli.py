@@ -2,6 +2,11 @@
 
 Each subcommand parses its own arguments; recipe settings are given as
 `key=value` overrides (dotted for nested keys), validated like the recipe.
+
+An expected failure (a missing, truncated or corrupt file, a bad option, an
+output folder that cannot be written, an untrusted SavedModel, ...) prints one
+line, `mtlzoo COMMAND: error: ...`, naming the file or option, and exits 2;
+`--debug` (before or after the command) shows the full traceback instead.
 """
 
 from __future__ import annotations
@@ -105,7 +110,7 @@ def cmd_demo(args):
     return 0
 
 
-BENCHMARKS = ("data", "step", "latency", "scale", "quality")
+BENCHMARKS = ("data", "step", "latency", "scale", "quality", "methods")
 
 
 def cmd_bench(args):
@@ -144,7 +149,7 @@ def _representative_data(model, args):
                             num_examples=args.num_calibration, data_dir=args.data_dir, **options)
 
 
-def _load_any(source, overrides=()):
+def _load_any(source, overrides=(), trusted=False):
     """A Keras model from a .keras file or a recipe; an edge runner for .tflite files and export folders."""
     import mtlzoo
 
@@ -154,20 +159,26 @@ def _load_any(source, overrides=()):
     if source.endswith(".tflite") or os.path.isdir(source):
         import mtlzoo.edge
 
-        return mtlzoo.edge.load(source)
+        return mtlzoo.edge.load(source, trusted=trusted)
     from mtlzoo.recipe import parse_cli_overrides
 
     return mtlzoo.build(source, compile=False, **parse_cli_overrides(overrides))
 
 
 def cmd_export(args):
-    from mtlzoo.export import export, normalize_formats
+    from mtlzoo.export import atomic, export, normalize_formats
 
+    try:
+        formats = normalize_formats(args.formats)
+    except ValueError as e:
+        raise ValueError(f"--formats {args.formats!r}: {e}") from e
+    atomic.check_target(args.out, args.overwrite)  # before loading anything: a file, a folder of other files, ...
+    if str(args.model).endswith(".tflite") or os.path.isdir(args.model):
+        raise ValueError(f"{args.model!r} is already exported; mtlzoo export reads a .keras model, a zoo model "
+                         "(zoo:NAME) or a recipe.")
     model = _load_any(args.model, args.overrides)
     if not hasattr(model, "heads"):
-        print(f"mtlzoo export: error: {args.model!r} is not a .keras model or a recipe.", file=sys.stderr)
-        return 2
-    formats = normalize_formats(args.formats)
+        raise ValueError(f"{args.model!r} is not an mtlzoo multi-task model (.keras) or a recipe.")
     data = None if (args.no_verify and "tflite_int8" not in formats) else _representative_data(model, args)
     result = export(model, args.out, formats=formats, representative_data=data, overwrite=args.overwrite,
                     verify=not args.no_verify, int8_io=args.int8_io)
@@ -180,9 +191,10 @@ def cmd_export(args):
 
 
 def cmd_predict(args):
-    from mtlzoo.predict import predict_image
+    from mtlzoo.predict import load_image, predict_image
 
-    target = _load_any(args.model)
+    load_image(args.image)  # a missing or unreadable image fails before the model is loaded
+    target = _load_any(args.model, trusted=args.trust_savedmodel)
     out = args.out or os.path.splitext(os.path.basename(args.image))[0] + "_prediction.png"
     predict_image(target, args.image, out, score_threshold=args.score_threshold)
     return 0
@@ -190,6 +202,7 @@ def cmd_predict(args):
 
 def make_parser():
     parser = argparse.ArgumentParser(prog="mtlzoo", description="Multi-task learning model zoo (Keras 3).")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("recipes", help="table of recipes with tasks, params and FLOPs")
@@ -228,7 +241,8 @@ def make_parser():
     p.add_argument("--formats", default="saved_model,tflite",
                    help="comma-separated: saved_model, tflite, tflite_fp16, tflite_int8, or all (default: saved_model,tflite)")
     p.add_argument("--out", required=True, help="export folder (written atomically)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier mtlzoo export at --out (anything else there is left alone: an error)")
     p.add_argument("--int8-io", action="store_true", help="int8 inputs/outputs for tflite_int8 (default: float I/O)")
     p.add_argument("--no-verify", action="store_true", help="skip the comparison with the Keras model")
     p.add_argument("--data", default=None, help="calibration/verification dataset (default: the recipe's)")
@@ -242,29 +256,57 @@ def make_parser():
     p.add_argument("image", help="image file (PNG, JPEG)")
     p.add_argument("--out", default=None, help="output PNG (default: IMAGE_prediction.png)")
     p.add_argument("--score-threshold", type=float, default=0.3, help="minimum detection score (default 0.3)")
+    p.add_argument("--trust-savedmodel", action="store_true",
+                   help="run a SavedModel that mtlzoo did not export (a SavedModel is code: only from a source "
+                   "you trust)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="the end-to-end demo on built-in synthetic data")
     p.add_argument("--out", default="demo_out", help="output folder")
     p.set_defaults(func=cmd_demo)
+    for command in sub.choices.values():  # `mtlzoo COMMAND ... --debug` works as well as `mtlzoo --debug COMMAND`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the full traceback of an error")
     return parser
 
 
+def _is_expected(error) -> bool:
+    """True for the failures a user can fix (bad input, files, options), reported in one line without traceback."""
+    if isinstance(error, (ValueError, OSError)):  # RecipeError, UnknownNameError, ModelFileError, ... are ValueErrors
+        return True
+    from mtlzoo.export.tflite import ConversionError
+    from mtlzoo.export.verify import ExportVerificationError
+
+    return isinstance(error, (ConversionError, ExportVerificationError))
+
+
+def error_message(command, error) -> str:
+    """`mtlzoo COMMAND: error: MESSAGE` on one line (a verification report keeps its lines)."""
+    from mtlzoo.export.verify import ExportVerificationError
+
+    text = str(error).strip() or type(error).__name__
+    if not isinstance(error, ExportVerificationError):
+        text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return f"mtlzoo {command}: error: {text}"
+
+
 def main(argv=None):
+    """Runs `mtlzoo ARGS`; returns the exit status (2 with one `error:` line for an expected failure).
+
+    Example:
+    ```python
+    from mtlzoo import cli
+    cli.main(["export", "zoo:driving_perception_lite", "--formats", "tflite", "--out", "exported"])
+    ```
+    """
     parser = make_parser()
     args = parser.parse_args(argv)
-    from mtlzoo.recipe import RecipeError
-    from mtlzoo.registry import UnknownNameError
-
-    errors = (RecipeError, UnknownNameError, FileNotFoundError, FileExistsError)
-    if args.command in ("export", "predict"):
-        from mtlzoo.export import ConversionError, ExportVerificationError
-
-        errors += (ConversionError, ExportVerificationError)
     try:
         return args.func(args)
-    except errors as e:
-        print(f"mtlzoo {args.command}: error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - sorted below: expected ones become one line, the rest propagate
+        if getattr(args, "debug", False) or not _is_expected(e):
+            raise
+        print(error_message(args.command, e), file=sys.stderr)
         return 2
 
 

@@ -12,7 +12,12 @@ meaning as the Keras model's outputs:
   and outputs are handled by quantising the input and dequantising the
   outputs with each tensor's scale and zero point;
 - a SavedModel folder -> `SavedModelRunner` (the `serving_default`
-  signature through `tf.saved_model.load`);
+  signature through `tf.saved_model.load`). A SavedModel is code: its
+  signature runs whatever TensorFlow ops it holds (reading or writing files,
+  for one). It is accepted only inside an `mtlzoo.export` folder (next to
+  its `mtlzoo_export.json`) or with `trusted=True` (CLI:
+  `--trust-savedmodel`); a `.tflite` file of builtin ops and a `.keras` file
+  read in safe mode are data;
 - an export folder from `mtlzoo.export` -> its float32 TFLite model (else
   fp16, int8, then the SavedModel).
 
@@ -44,6 +49,17 @@ SIGNATURE = "serving_default"
 _PREFERENCE = ("model_float32.tflite", "model_fp16.tflite", "model_int8.tflite")
 
 
+class UntrustedModelError(ValueError):
+    """A SavedModel that is not an mtlzoo export: running it would run its code; pass `trusted=True` to accept it."""
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be read: truncated, corrupt or of another format; the message names the file.
+
+    Raised by `mtlzoo.edge.load` (`.tflite`, export metadata) and by `mtlzoo.load` (`.keras`).
+    """
+
+
 def _interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -60,8 +76,28 @@ def read_metadata(folder) -> dict:
     path = Path(folder) / METADATA_FILE
     if not path.is_file():
         return {}
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            metadata = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelFileError(
+            f"{str(path)!r} is not valid JSON ({e}): the export metadata is damaged; export the model again."
+        ) from e
+    if not isinstance(metadata, dict):
+        raise ModelFileError(f"{str(path)!r} is not mtlzoo export metadata (a JSON object); export the model again.")
+    return metadata
+
+
+def _is_tflite(data: bytes) -> bool:
+    """True when `data` starts like a TFLite flatbuffer (root offset, then the file identifier `TFL3`)."""
+    return len(data) >= 8 and data[4:8] == b"TFL3"
+
+
+def _not_tflite(where, detail="") -> ModelFileError:
+    return ModelFileError(
+        f"{where} is not a valid TFLite flatbuffer{detail}: it may be truncated (an interrupted copy or "
+        "download) or corrupt, or another kind of file; export or copy it again."
+    )
 
 
 def _order(names, metadata):
@@ -116,16 +152,27 @@ class Runner:
         kwargs = {} if num_threads is None else {"num_threads": int(num_threads)}
         if model_content is not None:
             self.path = None
-            self.interpreter = Interpreter(model_content=bytes(model_content), **kwargs)
+            where, head = "The TFLite model given as bytes", bytes(model_content[:8])
         else:
             self.path = os.fspath(path)
             if not os.path.isfile(self.path):
                 raise FileNotFoundError(f"No TFLite model at {self.path!r}.")
-            self.interpreter = Interpreter(model_path=self.path, **kwargs)
+            where = repr(self.path)
+            with open(self.path, "rb") as f:
+                head = f.read(8)
+        if not _is_tflite(head):
+            raise _not_tflite(where, " (no 'TFL3' identifier)" if head else " (the file is empty)")
+        try:
+            if model_content is not None:
+                self.interpreter = Interpreter(model_content=bytes(model_content), **kwargs)
+            else:
+                self.interpreter = Interpreter(model_path=self.path, **kwargs)
+        except ValueError as e:  # "The model is not a valid Flatbuffer buffer", "mmap of size 0 requested"
+            raise _not_tflite(where, f" ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
         self.num_threads = num_threads
         signatures = self.interpreter.get_signature_list()
         if signature not in signatures:
-            raise KeyError(
+            raise ModelFileError(
                 f"TFLite model {self.path or '<bytes>'} has no signature {signature!r} (it has {sorted(signatures)}); "
                 "export it with mtlzoo.export so outputs keep their task names."
             )
@@ -208,11 +255,24 @@ class Runner:
 class SavedModelRunner:
     """A SavedModel signature called like the Keras model: `runner(images) -> {task: array}`.
 
+    A SavedModel is a program: calling its signature runs the TensorFlow ops
+    it holds, whatever they do. Only a SavedModel written by `mtlzoo.export`
+    (the `saved_model/` folder beside its `mtlzoo_export.json`) is accepted
+    by default; any other needs `trusted=True`. The metadata marks mtlzoo's
+    own exports; it is not a signature (anyone can copy it), so accept
+    SavedModels only from sources you would run code from.
+
     Args:
         path: str. The SavedModel folder.
         signature: str. Defaults to "serving_default" (`"serving_postprocessed"`
             gives the decoded outputs described in `mtlzoo.export.saved_model`).
         metadata: dict. Export metadata; read from the parent folder when None.
+        trusted: bool. Accept a SavedModel that is not an mtlzoo export
+            (its code will run). Defaults to False.
+
+    Raises:
+        UntrustedModelError: (a `ValueError`) not an mtlzoo export and
+            `trusted` is False.
 
     Example:
     ```python
@@ -223,10 +283,18 @@ class SavedModelRunner:
 
     backend = "tf.saved_model"
 
-    def __init__(self, path, signature=SIGNATURE, metadata=None):
+    def __init__(self, path, signature=SIGNATURE, metadata=None, trusted=False):
+        self.path = os.fspath(path)
+        if not os.path.isfile(os.path.join(self.path, "saved_model.pb")):
+            raise FileNotFoundError(f"No SavedModel (saved_model.pb) in folder {self.path!r}.")
+        if not trusted and not is_mtlzoo_saved_model(self.path):
+            raise UntrustedModelError(
+                f"{self.path!r} is a SavedModel that mtlzoo did not export (no {METADATA_FILE} beside it): a "
+                "SavedModel is code and its signature would run. Load it only if you trust its source: "
+                "trusted=True (CLI: --trust-savedmodel)."
+            )
         from mtlzoo.export.saved_model import SavedModelFunction
 
-        self.path = os.fspath(path)
         self._function = SavedModelFunction(self.path, signature)
         self.signature = signature
         self.input_name = self._function.input_name
@@ -256,7 +324,21 @@ class SavedModelRunner:
         return f"SavedModelRunner({self.path}, tasks={self.task_names})"
 
 
-def load(path, num_threads=None, signature=SIGNATURE):
+def is_mtlzoo_saved_model(path) -> bool:
+    """True when the SavedModel folder `path` was written by `mtlzoo.export`.
+
+    That is: it is the `saved_model/` folder of an export folder whose
+    `mtlzoo_export.json` lists it (`files["saved_model"]`).
+    """
+    folder = Path(os.path.realpath(path))
+    try:
+        metadata = read_metadata(folder.parent)
+    except ModelFileError:
+        return False
+    return (metadata.get("files") or {}).get("saved_model") == folder.name
+
+
+def load(path, num_threads=None, signature=SIGNATURE, trusted=False):
     """Loads an exported model for inference: a `.tflite` file, a SavedModel or an export folder.
 
     Args:
@@ -266,12 +348,19 @@ def load(path, num_threads=None, signature=SIGNATURE):
             `zoo:NAME/model_int8.tflite` (see `mtlzoo.zoo`).
         num_threads: int or None. TFLite interpreter threads. Defaults to None.
         signature: str. Signature to call. Defaults to "serving_default".
+        trusted: bool. Accept a SavedModel that `mtlzoo.export` did not write
+            (no `mtlzoo_export.json` beside it): a SavedModel is code, and
+            its signature will run. Defaults to False.
 
     Returns:
         `Runner` (TFLite) or `SavedModelRunner`; calling it returns a dict keyed by task.
 
     Raises:
         FileNotFoundError: nothing loadable at `path`.
+        ModelFileError: (a `ValueError`) a truncated or corrupt `.tflite`
+            file, or damaged export metadata; the message names the file.
+        UntrustedModelError: (a `ValueError`) a SavedModel that is not an
+            mtlzoo export, without `trusted=True`.
 
     Example:
     ```python
@@ -280,23 +369,33 @@ def load(path, num_threads=None, signature=SIGNATURE):
     outputs = runner(image)                # same keys and shapes as model(image)
     ```
     """
+    spec = None
     if isinstance(path, str) and path.startswith("zoo:"):
         from mtlzoo import zoo
 
-        path = zoo.resolve(path)
+        spec, path = path, zoo.resolve(path)
+
+    def inside(file):  # a file chosen inside a zoo folder must stay inside the zoo too
+        if spec is not None:
+            from mtlzoo import zoo
+
+            zoo.check_inside(file, spec)
+        return file
+
     path = Path(path)
     if path.is_file():
         return Runner(path, num_threads=num_threads, signature=signature)
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
-            return SavedModelRunner(path, signature=signature)
+            return SavedModelRunner(path, signature=signature, trusted=trusted)
         for name in _PREFERENCE:
             if (path / name).is_file():
-                return Runner(path / name, num_threads=num_threads, signature=signature)
+                return Runner(inside(path / name), num_threads=num_threads, signature=signature)
         if (path / "saved_model" / "saved_model.pb").is_file():
-            return SavedModelRunner(path / "saved_model", signature=signature)
+            return SavedModelRunner(inside(path / "saved_model"), signature=signature, trusted=trusted)
         raise FileNotFoundError(f"No .tflite model or SavedModel in folder {str(path)!r}.")
     raise FileNotFoundError(f"No exported model at {str(path)!r} (expected a .tflite file or an export folder).")
 
 
-__all__ = ["Runner", "SavedModelRunner", "load", "read_metadata", "METADATA_FILE"]
+__all__ = ["METADATA_FILE", "ModelFileError", "Runner", "SavedModelRunner", "UntrustedModelError",
+           "is_mtlzoo_saved_model", "load", "read_metadata"]

@@ -817,13 +817,22 @@ def _load_model(model_or_path):
         return model_or_path
     import mtlzoo
 
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        raise TypeError(
+            f"evaluate needs a Keras model or the path of a .keras file; got {type(model_or_path).__name__}."
+        )
     path = os.fspath(model_or_path)
     if os.path.isdir(path):
         for name in ("best.keras", "last.keras"):
             if os.path.exists(os.path.join(path, name)):
                 return mtlzoo.load(os.path.join(path, name), compile=False)
+        if any(os.path.exists(os.path.join(path, f)) for f in ("saved_model.pb", "mtlzoo_export.json")):
+            raise ValueError(
+                f"{path!r} is an export folder or SavedModel; evaluate reads Keras models (a .keras file or an "
+                "mtlzoo.train out_dir): evaluate the .keras model it was exported from."
+            )
         raise FileNotFoundError(f"{path} holds no best.keras or last.keras (an mtlzoo.train out_dir).")
-    return mtlzoo.load(path, compile=False)
+    return mtlzoo.load(path, compile=False)  # a .keras file (read in safe mode) or zoo:NAME
 
 
 def _model_tasks(model):
@@ -936,15 +945,22 @@ def _read_baselines(baselines):
     from mtlzoo import zoo
 
     if zoo.is_zoo_spec(baselines):  # a shipped model's stored single-task baselines
-        baselines = zoo.resolve(baselines)
+        baselines = zoo.resolve(baselines, default_file="baselines.json")
     path = os.fspath(baselines)
     if os.path.isdir(path):
         path = os.path.join(path, "baselines.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"No baselines file at {path!r}; create one with `mtlzoo baselines RECIPE --out DIR`.")
-    with open(path) as f:
-        data = json.load(f)
-    if data.get("format") != BASELINES_FORMAT:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"{path!r} is not valid JSON ({e}): the baselines file is damaged (truncated?); "
+            "write it again with `mtlzoo baselines RECIPE --out DIR`."
+        ) from e
+    if not isinstance(data, dict) or data.get("format") != BASELINES_FORMAT:
+        data = data if isinstance(data, dict) else {}
         raise ValueError(
             f"{path} is not an mtlzoo baselines file (format {data.get('format')!r}, expected {BASELINES_FORMAT!r})."
         )

@@ -24,6 +24,7 @@ results["detection"]["boxes"]
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -32,6 +33,10 @@ _KIND_LISTS = {
     "detection": "DETECTION_CLASSES",
     "multilabel": "SCENE_TAGS",
 }
+
+
+class ImageFileError(ValueError):
+    """An image file that cannot be decoded (truncated, corrupt, another format); the message names the file."""
 
 
 def default_class_names(tasks: dict) -> dict:
@@ -73,12 +78,31 @@ def load_image(image, size=None) -> np.ndarray:
         image: str path (PNG, JPEG, BMP, GIF), or an array [H, W, 3] in [0, 255]
             (uint8 or float; [0, 1] floats are scaled), or [H, W] grey.
         size: (H, W) or None.
+
+    Raises:
+        FileNotFoundError: no file at `image`.
+        ImageFileError: (a `ValueError`) the file is not a readable PNG,
+            JPEG, BMP or GIF image (truncated, corrupt, another format); the
+            message names the file.
     """
     import tensorflow as tf
 
     if isinstance(image, (str, os.PathLike)):
-        data = tf.io.read_file(os.fspath(image))
-        array = tf.io.decode_image(data, channels=3, expand_animations=False).numpy().astype(np.float32)
+        path = os.fspath(image)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"No image file at {path!r}.")
+        if os.path.isdir(path):
+            raise ImageFileError(f"{path!r} is a folder; give an image file (PNG, JPEG, BMP or GIF).")
+        with open(path, "rb") as f:
+            data = f.read()
+        try:
+            array = tf.io.decode_image(data, channels=3, expand_animations=False).numpy().astype(np.float32)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+            detail = re.sub(r"\{\{.*?\}\}|\[Op:\w+\]", "", getattr(e, "message", "") or str(e)).strip().splitlines()
+            raise ImageFileError(
+                f"{path!r} is not a readable PNG, JPEG, BMP or GIF image"
+                f"{f' ({detail[0]})' if detail else ''}: it may be truncated or corrupt, or another kind of file."
+            ) from e
     else:
         array = np.asarray(image)
         if array.ndim == 4 and array.shape[0] == 1:
@@ -270,9 +294,13 @@ def _plot(image, results, tasks, class_names, out_png, title=None):
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     folder = os.path.dirname(os.fspath(out_png))
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
+    try:
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        fig.savefig(out_png, dpi=120)
+    except OSError as e:
+        raise OSError(e.errno, f"Cannot write the picture {os.fspath(out_png)!r}: {e.strerror or e}"
+                      f"{f' ({e.filename})' if e.filename else ''}. Choose a writable --out path.") from e
 
 
 def predict_image(model_or_runner, image, out_png=None, class_names=None, score_threshold=0.3, verbose=True) -> dict:

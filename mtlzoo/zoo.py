@@ -25,12 +25,14 @@ runner = mtlzoo.edge.load("zoo:driving_perception_lite/model_int8.tflite")
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 PREFIX = "zoo:"
 MODEL_FILE = "model.keras"
 
-__all__ = ["MODEL_FILE", "PREFIX", "is_zoo_spec", "list_models", "model_card", "resolve", "root"]
+__all__ = ["MODEL_FILE", "PREFIX", "ZooSpecError", "check_inside", "is_zoo_spec", "list_models", "model_card",
+           "resolve", "root"]
 
 
 def root() -> Path:
@@ -65,17 +67,49 @@ def is_zoo_spec(value) -> bool:
     return isinstance(value, str) and value.startswith(PREFIX)
 
 
-def resolve(spec) -> Path:
+class ZooSpecError(ValueError):
+    """A `zoo:` spec that is malformed or points outside the zoo's folder (`..`, an absolute path, a link)."""
+
+
+def _outside(spec, detail) -> ZooSpecError:
+    return ZooSpecError(
+        f"Zoo spec {spec!r} {detail}; a zoo spec names a shipped model and a file inside its folder "
+        "('zoo:NAME' or 'zoo:NAME/FILE', see mtlzoo.zoo.list_models())."
+    )
+
+
+def check_inside(path, spec) -> Path:
+    """`path` with every link resolved, when it lies inside the zoo's folder; else `ZooSpecError` naming `spec`.
+
+    Args:
+        path: str or Path. A path found for `spec`.
+        spec: str. The `zoo:` spec, for the message.
+    """
+    base = Path(os.path.realpath(root()))
+    real = Path(os.path.realpath(path))
+    if real != base and base not in real.parents:
+        raise _outside(spec, f"resolves to {str(real)!r}, outside the zoo folder {str(base)!r}")
+    return real
+
+
+def resolve(spec, default_file=None) -> Path:
     """The path a `zoo:` spec names: the model's folder (`zoo:NAME`) or one of its files (`zoo:NAME/FILE`).
+
+    The spec is normalised and must stay inside the zoo's folder: `..`
+    components, absolute paths and links (model folders or files) that lead
+    outside it are refused.
 
     Args:
         spec: str. `zoo:NAME` or `zoo:NAME/FILE`.
+        default_file: str or None. The file to return for `zoo:NAME` (e.g.
+            `MODEL_FILE`) instead of the folder. Defaults to None (the folder).
 
     Returns:
-        `pathlib.Path` of an existing folder or file.
+        `pathlib.Path` of an existing folder or file inside the zoo folder.
 
     Raises:
-        ValueError: `spec` does not start with `zoo:`.
+        ZooSpecError: (a `ValueError`) `spec` does not start with `zoo:`, or
+            it names something outside the zoo folder.
         FileNotFoundError: unknown model (the message lists the near matches
             and the shipped models) or a file the model's folder does not hold.
 
@@ -86,9 +120,19 @@ def resolve(spec) -> Path:
     ```
     """
     if not is_zoo_spec(spec):
-        raise ValueError(f"A zoo model is named 'zoo:NAME' (e.g. 'zoo:driving_perception_lite'); got {spec!r}.")
-    rest = spec[len(PREFIX):].strip("/")
+        raise ZooSpecError(f"A zoo model is named 'zoo:NAME' (e.g. 'zoo:driving_perception_lite'); got {spec!r}.")
+    import posixpath
+
+    rest = spec[len(PREFIX):].replace("\\", "/")
+    if rest.startswith("/") or (len(rest) > 1 and rest[1] == ":"):
+        raise _outside(spec, "is an absolute path")
+    if ".." in rest.split("/"):
+        raise _outside(spec, "goes up with '..'")
+    rest = posixpath.normpath(rest) if rest.strip("/") else ""
     name, _, file = rest.partition("/")
+    if not name or name == ".":
+        shipped = ", ".join(list_models()) or "none"
+        raise ZooSpecError(f"Zoo spec {spec!r} names no model; use 'zoo:NAME' (shipped: {shipped}).")
     models = list_models()
     if name not in models:
         from mtlzoo.registry import suggestion
@@ -98,16 +142,19 @@ def resolve(spec) -> Path:
             f"No zoo model {name!r}.{suggestion(name, models)} Shipped models: {shipped} (in {root()})."
         )
     folder = root() / name
+    check_inside(folder, spec)
+    file = file or default_file
     if not file:
         return folder
     path = folder / file
-    if not path.exists():
+    if not os.path.lexists(path):
         files = sorted(p.name for p in folder.iterdir())
         from mtlzoo.registry import suggestion
 
         raise FileNotFoundError(
             f"Zoo model {name!r} has no file {file!r}.{suggestion(file, files)} Files: {', '.join(files)}."
         )
+    check_inside(path, spec)
     return path
 
 
@@ -180,7 +227,9 @@ def publish(model_path, name, *, baselines, command, budget, out_root=None, num_
         out_root: folder of the zoo. Defaults to `root()`.
         num_verify: int. Validation scenes for the verification and the int8 metrics.
         num_calibration: int. Calibration scenes for int8.
-        overwrite: bool. Replace an existing folder.
+        overwrite: bool. Replace an earlier zoo folder of that name (one
+            holding `mtlzoo_export.json`); anything else there is refused
+            with `FileExistsError` and left untouched.
         notes: extra lines for the card's Limits section.
 
     Returns:
@@ -203,10 +252,14 @@ def publish(model_path, name, *, baselines, command, budget, out_root=None, num_
     from mtlzoo.export import export
     from mtlzoo.recipe import Recipe
 
+    from mtlzoo.export import atomic
+
     out_root = Path(out_root) if out_root is not None else root()
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ValueError(f"A zoo model name is one folder name (e.g. 'driving_perception_lite'); got {name!r}.")
     target = out_root / name
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it.")
+    # Before any work: only an earlier zoo folder (it holds mtlzoo_export.json) is ever replaced.
+    atomic.check_target(target, overwrite)
     trained = mtlzoo.load(model_path, compile=False)
     recipe = Recipe.from_dict(trained.metadata["recipe"])
     # Uncompiled: a compiled model would save its optimizer's slots (3x the weights).
@@ -246,8 +299,6 @@ def publish(model_path, name, *, baselines, command, budget, out_root=None, num_
         (stage / "MODEL_CARD.md").write_text(card)
         with open(stage / "latency.json", "w") as f:
             json.dump({"median_ms": latency, "sizes_bytes": sizes}, f, indent=2)
-        from mtlzoo.export import atomic
-
         atomic.publish(stage, target, overwrite=overwrite)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -341,15 +392,17 @@ def main(argv=None):
     if args.action == "list":
         print("\n".join(list_models()) or "(no shipped models)")
         return 0
-    path = publish(args.model, args.name, baselines=args.baselines, command=args.command, budget=args.budget,
-                   out_root=args.out_root, overwrite=args.overwrite, notes=args.note)
+    try:
+        path = publish(args.model, args.name, baselines=args.baselines, command=args.command, budget=args.budget,
+                       out_root=args.out_root, overwrite=args.overwrite, notes=args.note)
+    except (ValueError, OSError) as e:  # expected failures: one line, no traceback
+        print(f"python -m mtlzoo.zoo publish: error: {e}", file=sys.stderr)
+        return 2
     print((path / "MODEL_CARD.md").read_text())
     print(f"published {path}")
     return 0
 
 
 if __name__ == "__main__":
-    import sys
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.exit(main())

@@ -322,10 +322,12 @@ def test_atomic_publish_fallback_and_restore(tmp_path, monkeypatch):
     target = tmp_path / "out"
     with atomic.atomic_directory(target) as staging:
         (staging / "a.txt").write_text("one")
+        (staging / atomic.MARKER_FILE).write_text("{}")  # what makes it an export that overwrite may replace
     assert (target / "a.txt").read_text() == "one"
     monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)  # no renameat2: rename aside, then in
     with atomic.atomic_directory(target, overwrite=True) as staging:
         (staging / "a.txt").write_text("two")
+        (staging / atomic.MARKER_FILE).write_text("{}")
     assert (target / "a.txt").read_text() == "two" and not hidden_leftovers(target)
     with pytest.raises(RuntimeError):
         with atomic.atomic_directory(target, overwrite=True) as staging:

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtlzoo.export.atomic import atomic_directory, check_target
+from mtlzoo.export.atomic import MARKER_FILE, atomic_directory, check_target
 from mtlzoo.export.tflite import ConversionError
 from mtlzoo.export.verify import TOLERANCES, ExportVerificationError
 
@@ -69,7 +69,8 @@ _ALIASES = {
     "int8": "tflite_int8", "tflite_int": "tflite_int8",
 }
 _PRECISION = {"tflite": "float32", "tflite_fp16": "fp16", "tflite_int8": "int8"}
-METADATA_FILE = "mtlzoo_export.json"
+#: The export metadata; also the marker that lets `overwrite=True` replace a folder (`mtlzoo.export.atomic`).
+METADATA_FILE = MARKER_FILE
 
 
 @dataclasses.dataclass
@@ -110,10 +111,10 @@ def normalize_formats(formats) -> list:
             from mtlzoo.registry import suggestion
 
             hint = suggestion(name, list(FORMAT_FILES))
-            raise ValueError(f"Unknown export format {f!r}.{hint} Formats: {', '.join(FORMATS)}.")
+            raise ValueError(f"Unknown export format {f!r}.{hint} Formats: {', '.join(FORMATS)}, or all.")
         out.append(name)
     if not out:
-        raise ValueError(f"No export format given; choose from {', '.join(FORMATS)}.")
+        raise ValueError(f"No export format given; choose from {', '.join(FORMATS)}, or all.")
     return [f for f in FORMATS if f in out]
 
 
@@ -239,8 +240,11 @@ def export(
             default verification data: a `tf.data.Dataset` of `(image, labels)`
             or of images (batched or not), or a NumPy array of images.
             Required for `"tflite_int8"`.
-        overwrite: bool. Replace an existing `out_dir`. Defaults to False
-            (an existing folder raises `FileExistsError`).
+        overwrite: bool. Replace an earlier export at `out_dir`. Defaults to
+            False (an existing folder raises `FileExistsError`). Only a folder
+            holding `mtlzoo_export.json` (an earlier export) or an empty one is
+            ever replaced: a file or a folder of other files at `out_dir`
+            raises `FileExistsError` and is left untouched.
         verify: bool. Check every file against the Keras model. Defaults to True.
         int8_io: bool. int8 model inputs/outputs instead of float32 for
             `"tflite_int8"` (`mtlzoo.edge` (de)quantises them). Defaults to False.
@@ -261,8 +265,12 @@ def export(
         `ExportResult` with `.paths` (format -> path) and `.report`.
 
     Raises:
-        FileExistsError: `out_dir` exists and `overwrite` is False.
-        ValueError: unknown format, int8 without representative data.
+        FileExistsError: `out_dir` exists and `overwrite` is False, or it is
+            not an earlier export (see `overwrite`).
+        NotADirectoryError: a parent of `out_dir` is a file.
+        OSError: `out_dir` cannot be written (read-only, no permission); the
+            message names the folder.
+        ValueError: unknown or no format, int8 without representative data.
         ConversionError: TFLite conversion failed or needs Flex ops (names the
             layer and task when it can).
         ExportVerificationError: an exported file disagrees with Keras beyond tolerance.

@@ -11,6 +11,10 @@ complete export or the new complete one, never a mixture:
   renamed aside (`.{name}.old-*`), the new one renamed in, then the old one
   deleted (the gap between the two renames is a few microseconds, and a later
   export puts an aside folder back when it finds the target missing);
+- `overwrite=True` only ever replaces an earlier mtlzoo export: a folder
+  holding the marker file (`mtlzoo_export.json`, written by every export and
+  zoo folder). A regular file, a symbolic link or a folder of other files at
+  the target is refused with `FileExistsError` and left untouched;
 - an error (or Ctrl-C) inside the `with` block deletes the staging folder and
   leaves the target untouched; a process killed outright leaves a hidden
   `.{name}.tmp-{pid}-*` folder next to the target, removed by the next export
@@ -155,10 +159,55 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, f"renameat2(RENAME_EXCHANGE) of {a} and {b} failed: {os.strerror(err)}")
 
 
-def check_target(target, overwrite: bool) -> Path:
-    """Raises FileExistsError when `target` exists and `overwrite` is False; returns it as an absolute Path."""
+#: The file every mtlzoo export (and zoo folder) holds; `overwrite=True` replaces only folders that hold it.
+MARKER_FILE = "mtlzoo_export.json"
+
+
+def _first_existing_ancestor(path: Path):
+    for parent in path.parents:
+        if os.path.lexists(parent):
+            return parent
+    return None
+
+
+def check_target(target, overwrite: bool, marker: str = MARKER_FILE) -> Path:
+    """Checks that `target` may be written (or replaced) by an export; returns it as an absolute Path.
+
+    Args:
+        target: str or Path. The export folder.
+        overwrite: bool. Whether an earlier export at `target` may be replaced.
+        marker: str. The file that makes a folder an earlier mtlzoo export.
+            Defaults to `mtlzoo_export.json`.
+
+    Raises:
+        FileExistsError: `target` exists and `overwrite` is False; or it
+            exists and is not an earlier mtlzoo export (a file, a symbolic
+            link, a non-empty folder without `marker`), which is never replaced.
+        NotADirectoryError: a parent of `target` is a file.
+    """
     target = Path(target).absolute()
-    if os.path.lexists(target) and not overwrite:
+    ancestor = _first_existing_ancestor(target)
+    if ancestor is not None and not ancestor.is_dir():
+        raise NotADirectoryError(
+            f"Cannot create the export folder {str(target)!r}: {str(ancestor)!r} is a file, not a folder. "
+            "Choose an output path under a folder."
+        )
+    if not os.path.lexists(target):
+        return target
+    if target.is_symlink():
+        kind = f"a symbolic link (to {os.readlink(target)!r})"
+    elif not target.is_dir():
+        kind = "a file"
+    elif not (target / marker).is_file() and any(target.iterdir()):
+        kind = f"a folder that is not an mtlzoo export (it holds no {marker})"
+    else:
+        kind = None
+    if kind is not None:
+        raise FileExistsError(
+            f"Export target {str(target)!r} is {kind}; it was left untouched. mtlzoo only replaces a folder "
+            "that holds an earlier export: choose another output folder or remove it yourself."
+        )
+    if not overwrite:
         raise FileExistsError(
             f"Export target {str(target)!r} already exists; pass overwrite=True "
             "(CLI: --overwrite) to replace it, or choose another folder."
@@ -166,21 +215,33 @@ def check_target(target, overwrite: bool) -> Path:
     return target
 
 
-def publish(staging, target, overwrite: bool = False) -> Path:
+def _writable_error(error: OSError, target: Path) -> OSError:
+    """`error` (raised creating a folder for `target`) as an OSError whose message names the target and the fix."""
+    where = error.filename or target
+    return OSError(
+        error.errno,
+        f"Cannot write the export folder {str(target)!r}: {error.strerror or error} ({where}). "
+        "Choose a writable output folder.",
+    )
+
+
+def publish(staging, target, overwrite: bool = False, marker: str = MARKER_FILE) -> Path:
     """Moves the finished `staging` folder to `target` (see the module docstring).
 
     Args:
         staging: Path. A complete folder on the same file system as `target`.
         target: Path. Where the export should appear.
-        overwrite: bool. Replace an existing `target`. Defaults to False.
+        overwrite: bool. Replace an earlier export at `target`. Defaults to False.
+        marker: str. The file that makes a folder an earlier export (see `check_target`).
 
     Returns:
         The absolute target path.
 
     Raises:
-        FileExistsError: `target` appeared meanwhile and `overwrite` is False.
+        FileExistsError: `target` appeared meanwhile and `overwrite` is False,
+            or it is not an earlier export (see `check_target`).
     """
-    staging, target = Path(staging), check_target(target, overwrite)
+    staging, target = Path(staging), check_target(target, overwrite, marker)
     _fsync_tree(staging)
     if not os.path.lexists(target):
         try:
@@ -213,36 +274,49 @@ def publish(staging, target, overwrite: bool = False) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_directory(target, overwrite: bool = False):
+def atomic_directory(target, overwrite: bool = False, marker: str = MARKER_FILE):
     """Context manager yielding a staging folder that replaces `target` on success.
 
     Args:
         target: str or Path. The final folder.
-        overwrite: bool. Replace an existing `target`; without it an existing
-            target raises `FileExistsError` before anything is written.
+        overwrite: bool. Replace an earlier export at `target`; without it an
+            existing target raises `FileExistsError` before anything is written.
             Defaults to False.
+        marker: str. The file (written into the staging folder by the caller)
+            that makes a folder an earlier export: only a folder holding it is
+            ever replaced. Defaults to `mtlzoo_export.json`.
 
     Yields:
         Path of the empty staging folder (hidden, next to `target`).
 
     Raises:
-        FileExistsError: `target` exists and `overwrite` is False.
+        FileExistsError: `target` exists and `overwrite` is False, or it is
+            not an earlier export (a file, a link, a folder without `marker`).
+        NotADirectoryError: a parent of `target` is a file.
+        OSError: the folder cannot be written (read-only file system, no
+            permission); the message names the folder.
 
     Example:
     ```python
     with atomic_directory("exports/m", overwrite=True) as staging:
         (staging / "model.tflite").write_bytes(data)
+        (staging / "mtlzoo_export.json").write_text("{}")
     ```
     """
-    target = check_target(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    cleanup_stale(target)
-    check_target(target, overwrite)  # a restored aside folder counts as existing
+    target = check_target(target, overwrite, marker)
     staging = target.parent / _hidden_name(target, _TMP_TAG)
-    staging.mkdir()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cleanup_stale(target)
+        check_target(target, overwrite, marker)  # a restored aside folder counts as existing
+        staging.mkdir()
+    except (FileExistsError, NotADirectoryError):
+        raise
+    except OSError as e:
+        raise _writable_error(e, target) from e
     try:
         yield staging
-        publish(staging, target, overwrite=overwrite)
+        publish(staging, target, overwrite=overwrite, marker=marker)
     finally:
         if staging.exists():
             _remove(staging)

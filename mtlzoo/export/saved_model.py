@@ -196,6 +196,10 @@ def export_saved_model(model, path, postprocessed: bool = True, detection_option
 class SavedModelFunction:
     """Calls a SavedModel signature on NumPy batches; outputs keyed by name.
 
+    No trust check: a SavedModel is code, and this runs it. `mtlzoo.export`
+    uses it on the SavedModel it has just written; for files from elsewhere
+    use `mtlzoo.edge.load`, which accepts only mtlzoo exports unless trusted.
+
     Args:
         path: str. The SavedModel folder.
         signature: str. Defaults to "serving_default".
