@@ -1,7 +1,7 @@
 """The `train`, `evaluate` and `baselines` subcommands of the `mtlzoo` command line, and the demo.
 
 ```
-mtlzoo train RECIPE [key=value ...] [--epochs N] [--out DIR] [--data-dir DIR]
+mtlzoo train RECIPE [key=value ...] [--epochs N] [--out DIR] [--overwrite] [--data-dir DIR]
              [--strategy mirrored|multi_worker|one_device|tpu] [--cpu-replicas N]
 mtlzoo evaluate MODEL --data NAME [--baselines PATH] [--split S] [--num-examples N]
 mtlzoo baselines RECIPE [key=value ...] [--epochs N] [--out DIR] [--data-dir DIR]
@@ -73,7 +73,11 @@ def prepare_strategy(args, command):
 
 
 def cmd_train(args):
-    """`mtlzoo train`: trains a recipe into `--out` (resuming an interrupted run there)."""
+    """`mtlzoo train`: trains a recipe into `--out`.
+
+    An interrupted run there resumes, a finished run of the same recipe continues to `--epochs`, a run of
+    a different recipe is refused (exit 2, naming the changed keys) unless `--overwrite`.
+    """
     from mtlzoo.training import DataCheckError, train
 
     overrides = _overrides(args)
@@ -81,7 +85,8 @@ def cmd_train(args):
     try:
         strategy = prepare_strategy(args, "train")
         result = train(args.recipe, epochs=args.epochs, out_dir=out, seed=args.seed, strategy=strategy,
-                       steps_per_epoch=args.steps_per_epoch, verbose=args.verbose, **overrides)
+                       steps_per_epoch=args.steps_per_epoch, verbose=args.verbose,
+                       overwrite=getattr(args, "overwrite", False), **overrides)
     except (DataCheckError, ValueError) as e:
         return _error("train", e)
     if strategy is not None:
@@ -194,7 +199,10 @@ def register(subparsers):
     p.add_argument("recipe", help="recipe name or YAML path")
     p.add_argument("overrides", nargs="*", help="key=value recipe overrides (dotted for nested keys)")
     p.add_argument("--epochs", type=int, help="number of epochs (default: training.epochs of the recipe)")
-    p.add_argument("--out", help="output folder (default runs/RECIPE); rerun with the same one to resume")
+    p.add_argument("--out", help="output folder (default runs/RECIPE); rerun with the same one to resume, or with "
+                   "more --epochs to continue a finished run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run already in --out (deletes only the files mtlzoo wrote there)")
     p.add_argument("--data-dir", help="dataset folder (data.data_dir)")
     p.add_argument("--steps-per-epoch", type=int, help="batches per epoch (the data is repeated)")
     p.add_argument("--seed", type=int, help="seed for weights and data order (default: the recipe's)")
@@ -304,8 +312,10 @@ def run_demo(out_dir="demo_out", verbose=2, step_total=3, **settings):
 
     print(f"== 2/{step_total} training {s['recipe']} for {s['epochs']} epochs into {os.path.join(out_dir, 'run')}")
     data = {"name": "synthetic_driving", "data_dir": data_dir, "split_sizes": sizes}
+    # overwrite: each demo is a new run, whatever an earlier demo left in the folder.
     result = train(s["recipe"], epochs=s["epochs"], out_dir=os.path.join(out_dir, "run"), verbose=verbose,
-                   input_shape=(height, width, 3), data=data, **{"training.batch_size": s["batch_size"]})
+                   input_shape=(height, width, 3), data=data, overwrite=True,
+                   **{"training.batch_size": s["batch_size"]})
     print(f"   done in {time.perf_counter() - start:.0f} s "
           f"({result.timing.get('train_step_s', float('nan')) * 1000:.0f} ms per training step)")
 

@@ -41,13 +41,14 @@ that batch's cosines (and of the affinities involving it).
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from mtlzoo import fileio
 
 __all__ = ["GradientConflictMonitor", "TaskAffinity", "diagnose", "run_diagnose", "synthetic_data"]
 
@@ -608,7 +609,7 @@ def _plot_conflict(path, tasks, conflict):
     im2 = _heatmap(ax2, conflict["conflict_fraction"], tasks, "fraction of steps with cosine < 0", 0.0, 1.0,
                    "Reds", "{:.0%}")
     fig.colorbar(im2, ax=ax2, shrink=0.8)
-    fig.savefig(path, dpi=100)
+    fileio.atomic_savefig(fig, path, dpi=100)
 
 
 def _plot_affinity(path, tasks, matrix):
@@ -621,7 +622,7 @@ def _plot_affinity(path, tasks, matrix):
     image = _heatmap(ax, shown, tasks, "lookahead task affinity Z(i -> j)", -limit, limit, "RdBu", "{:+.2g}",
                      row_label="step on task i", col_label="loss of task j", diagonal="text")
     fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.savefig(path, dpi=100)
+    fileio.atomic_savefig(fig, path, dpi=100)
 
 
 def _plot_weights(path, steps, weights):
@@ -634,7 +635,7 @@ def _plot_weights(path, steps, weights):
     ax.set_title("loss-weight trajectories")
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=100)
+    fileio.atomic_savefig(fig, path, dpi=100)
 
 
 def diagnose(recipe, out_dir, epochs=3, steps=20, *, overrides=None, batch_size=None, num_batches=4,
@@ -764,10 +765,8 @@ def diagnose(recipe, out_dir, epochs=3, steps=20, *, overrides=None, batch_size=
         "reading": reading,
         "files": files,
     }
-    with open(files["json"], "w") as f:
-        json.dump(_json_ready(report), f, indent=2, allow_nan=False)
-    with open(files["text"], "w") as f:
-        f.write("\n".join(reading) + "\n")
+    fileio.atomic_write_json(files["json"], _json_ready(report), indent=2, allow_nan=False)
+    fileio.atomic_write_text(files["text"], "\n".join(reading) + "\n")
     return report
 
 

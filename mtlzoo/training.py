@@ -10,7 +10,7 @@ loss-weighting callback and runs Keras `fit` with its progress bar. With an
   per-task loss and metric, `loss`, `nonfinite_steps` and the loss weight of
   each task (`{task}_weight`: written by the weighting callback, or the fixed
   weights when there is none);
-- `out_dir/history.csv`: the same values, one row per epoch (`CSVLogger`);
+- `out_dir/history.csv`: the same values, one row per epoch (`HistoryCSV`);
 - `out_dir/best.keras` (lowest `val_loss`, or `loss` without validation data)
   and `out_dir/last.keras` (after every epoch);
 - `out_dir/backup/`: a `keras.callbacks.BackupAndRestore` state written at
@@ -20,6 +20,16 @@ loss-weighting callback and runs Keras `fit` with its progress bar. With an
   deleted when training finishes;
 - `out_dir/recipe.yaml` (the resolved recipe) and `out_dir/train_summary.json`
   (epochs run, step time, final logs, why training stopped).
+
+Nothing is lost if the process is killed at any moment: every file is
+written to a temporary name in `out_dir`, fsynced and renamed over the old
+one (`mtlzoo.fileio`), so a checkpoint is always the complete old or the
+complete new file. A finished run is never replaced silently: training the
+same recipe with more epochs into its folder continues it (from `last.keras`
+and `history.csv`), a different recipe is refused (`RunFolderError`, naming
+the changed keys) unless `overwrite=True`. While a call trains, the folder
+holds the lock file `.mtlzoo.lock` (pid and host): a second process is
+refused; a lock left by a killed process is taken over.
 
 Runs are repeatable: the recipe's `seed` (or `seed=`) seeds
 `keras.utils.set_random_seed` (weights, dropout) and the data pipeline
@@ -40,11 +50,13 @@ model = mtlzoo.load("runs/lite/best.keras")
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import inspect
 import json
 import math
 import os
+import shutil
 import time
 import warnings
 
@@ -52,18 +64,26 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mtlzoo import fileio
 from mtlzoo.recipe import Recipe, RecipeError, get_recipe
 from mtlzoo.registry import suggestion
 
 __all__ = [
+    "AtomicModelCheckpoint",
     "DataCheckError",
+    "HistoryCSV",
     "LossWeightLogger",
+    "RunBackup",
+    "RunFolderError",
     "StepTimer",
     "StopOnNonFinite",
     "TrainResult",
     "check_dataset",
+    "clear_run",
     "load_split",
+    "read_history_rows",
     "train",
+    "write_history_rows",
 ]
 
 # Keys of `recipe.training` understood by `train`.
@@ -75,7 +95,8 @@ TRAINING_KEYS = {
     "validation_freq": "validate every N epochs (int >= 1)",
     "monitor": "log value selecting best.keras (default val_loss, or loss without validation)",
     "nonfinite_patience": "consecutive non-finite steps before stopping (int >= 1, default 20)",
-    "check_batches": "batches inspected for NaN/inf labels before training (int >= 0, default 1)",
+    "check_batches": "batches inspected for NaN/inf and out-of-range labels before training (int >= 0, default 1; "
+                     "arrays passed as data are checked whole)",
 }
 # Keys of `recipe.data` used by `train` itself; every other key is passed to the reader.
 DATA_KEYS = ("name", "data_dir", "train_split", "validation_split", "num_examples", "num_validation_examples")
@@ -94,6 +115,16 @@ _MISSING_VALUE_HINT = {
 
 class DataCheckError(ValueError):
     """The data does not fit the recipe; the message names the problem and the fix."""
+
+
+class RunFolderError(DataCheckError):
+    """The output folder cannot take this run; the message names the problem and the fix.
+
+    Raised when `out_dir` holds a finished run of a different recipe (or more
+    epochs than asked for), an interrupted run of a different recipe, a
+    corrupt resume backup, or is locked by another live process. A subclass of
+    `DataCheckError`, so code catching that keeps working.
+    """
 
 
 # ---------------------------------------------------------------------------- results
@@ -149,10 +180,21 @@ class StopOnNonFinite(keras.callbacks.Callback):
     The reason is kept in `stopped_reason` (and `stopped_epoch`) and written
     into the epoch logs as `stopped_nonfinite = 1`.
 
+    Skipped steps change nothing, but the finite step just before them may be
+    the one that broke the model (a learning rate of 1e12 gives finite but
+    enormous weights, after which every forward pass overflows). So with
+    `restore=True` the callback keeps a copy of every variable (weights,
+    BatchNorm statistics, optimizer and weighting state) from the start of the
+    last epoch whose first step was finite — a state known to give finite
+    losses — and puts it back when it stops training, before the checkpoints
+    of that epoch are written.
+
     Args:
         patience: int. Consecutive non-finite steps that stop training.
             Defaults to 20.
         verbose: bool. Print a line when stopping. Defaults to True.
+        restore: bool. Return the model to the last state known to be
+            finite when stopping. Defaults to True.
 
     Example:
     ```python
@@ -161,16 +203,44 @@ class StopOnNonFinite(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, patience=20, verbose=True):
+    def __init__(self, patience=20, verbose=True, restore=True):
         super().__init__()
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
             raise ValueError(f"StopOnNonFinite: patience must be an int >= 1, got {patience!r}.")
         self.patience = patience
         self.verbose = bool(verbose)
+        self.restore = bool(restore)
         self.stopped_reason = None
         self.stopped_epoch = None
+        self.restored_epoch = None
         self._reset_epoch()
         self.consecutive = 0
+        self._pending = self._good = None
+
+    def _variables(self):
+        m = self.model
+        out = list(m.variables) + list(getattr(m.optimizer, "variables", []) or [])
+        if hasattr(m, "step_state_variables"):
+            out += list(m.step_state_variables())
+        seen, unique = set(), []
+        for v in out:
+            if id(v) not in seen:
+                seen.add(id(v))
+                unique.append(v)
+        return unique
+
+    def _snapshot(self, epoch):
+        variables = self._variables()
+        return epoch, variables, [np.array(v.numpy(), copy=True) for v in variables]
+
+    def _restore_good(self):
+        if self._good is None:
+            return None
+        epoch, variables, values = self._good
+        for v, value in zip(variables, values):
+            v.assign(value)
+        self.restored_epoch = epoch
+        return epoch
 
     def _reset_epoch(self):
         self._last_count = 0.0
@@ -180,11 +250,15 @@ class StopOnNonFinite(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.stopped_reason = None
         self.stopped_epoch = None
+        self.restored_epoch = None
         self.consecutive = 0
+        self._pending = self._good = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._reset_epoch()
         self._epoch = epoch
+        if self.restore:
+            self._pending = self._snapshot(epoch)
 
     def on_train_batch_end(self, batch, logs=None):
         if not logs or "nonfinite_steps" not in logs:
@@ -195,6 +269,9 @@ class StopOnNonFinite(keras.callbacks.Callback):
         self._steps += steps
         new = count - self._last_count
         self._last_count = count
+        if self._steps == steps and new == 0 and self._pending is not None:
+            # The epoch's first step was finite: its starting state is a good one.
+            self._good, self._pending = self._pending, None
         if new >= steps:
             self.consecutive += steps
         elif new > 0:
@@ -215,16 +292,23 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
     def _stop(self, why):
         self.stopped_epoch = getattr(self, "_epoch", None)
+        restored = self._restore_good() if self.restore else None
+        if restored is not None:
+            state = (f"the model was returned to its state at the start of epoch {restored}, the last one known "
+                     "to give finite losses (skipped steps change nothing, but the finite steps before them may "
+                     "have diverged)")
+        else:
+            state = "the skipped steps changed nothing, so the model holds the state after the last finite step"
         self.stopped_reason = (
-            f"{why}; training stopped (the model skips such steps, so the weights are those of the "
-            "last finite step). Check the data for NaN/inf, lower the learning rate or add gradient clipping."
+            f"{why}; training stopped and {state}. Check the data for NaN/inf, lower the learning rate "
+            "or add gradient clipping."
         )
         self.model.stop_training = True
         if self.verbose:
             print(f"\nStopOnNonFinite: {self.stopped_reason}")
 
     def get_config(self):
-        return {"patience": self.patience, "verbose": self.verbose}
+        return {"patience": self.patience, "verbose": self.verbose, "restore": self.restore}
 
 
 class LossWeightLogger(keras.callbacks.Callback):
@@ -309,6 +393,200 @@ class StepTimer(keras.callbacks.Callback):
         step = float(np.median(self.step_seconds)) if self.step_seconds else float("nan")
         return {"train_step_s": step, "epoch_s": list(self.epoch_seconds), "total_s": self.total_seconds,
                 "timed_steps": len(self.step_seconds)}
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`keras.callbacks.ModelCheckpoint` that never leaves a truncated checkpoint.
+
+    Same arguments and behaviour (`monitor`, `mode`, `save_best_only`,
+    `initial_value_threshold`, `save_freq`, `save_weights_only`), but each
+    save goes to a temporary file in the checkpoint's folder, is fsynced and
+    renamed over the old file (`mtlzoo.fileio.atomic_save_model`): a process
+    killed mid-save leaves the previous checkpoint intact.
+
+    Example:
+    ```python
+    from mtlzoo.training import AtomicModelCheckpoint
+    model.fit(dataset, epochs=5, callbacks=[AtomicModelCheckpoint("runs/a/best.keras", save_best_only=True)])
+    ```
+    """
+
+    def _save_model(self, epoch, batch, logs):
+        filepath = self._get_file_path(epoch, batch, logs)
+        if not self._should_save_model(epoch, batch, logs, filepath):
+            return
+        folder = os.path.dirname(filepath)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        if self.save_weights_only:
+            fileio.atomic_save_weights(self.model, filepath, overwrite=True)
+        else:
+            fileio.atomic_save_model(self.model, filepath, overwrite=True)
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: finished saving model to {filepath}")
+
+
+def _csv_value(value):
+    if isinstance(value, str):
+        return value
+    array = np.asarray(value)
+    if array.ndim == 0:
+        return repr(float(array)) if array.dtype.kind in "fiub" else str(value)
+    return '"[' + ", ".join(map(str, array.ravel().tolist())) + ']"'
+
+
+def read_history_rows(path):
+    """The rows of a `history.csv` as dicts of strings, one per epoch, epochs 0, 1, ... in order.
+
+    Rows that cannot be read (a truncated last line of a file written by an
+    older version, a non-integer epoch) and everything after them are left
+    out; a repeated epoch keeps its last row.
+
+    Example:
+    ```python
+    from mtlzoo.training import read_history_rows
+    [row["val_loss"] for row in read_history_rows("runs/lite/history.csv")]
+    ```
+    """
+    if not path or not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        by_epoch = {}
+        for row in reader:
+            if None in row or any(v is None for v in row.values()):
+                break  # short or long row: a line cut by a crash
+            try:
+                epoch = int(row.get("epoch", ""))
+            except ValueError:
+                break
+            by_epoch[epoch] = row
+    rows = []
+    while len(rows) in by_epoch:
+        rows.append(by_epoch[len(rows)])
+    return rows
+
+
+def write_history_rows(path, rows):
+    """Writes history rows (dicts) as CSV atomically: `epoch` first, then every key seen, sorted; "NA" if absent.
+
+    Example:
+    ```python
+    from mtlzoo.training import read_history_rows, write_history_rows
+    rows = read_history_rows("runs/lite/history.csv")
+    write_history_rows("runs/lite/history.csv", rows[:3])   # keep the first three epochs
+    ```
+    """
+    keys = sorted({k for row in rows for k in row if k != "epoch"})
+    with fileio.atomic_write(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["epoch"] + keys, restval="NA")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """Writes the epoch logs to a CSV file, one row per epoch, rewritten atomically after every epoch.
+
+    Like `keras.callbacks.CSVLogger` (same columns: `epoch`, then the log keys
+    sorted), but the whole file is written to a temporary name and renamed
+    over the old one at each epoch end, so a process killed at any moment
+    leaves a complete file, never a cut last line.
+
+    Args:
+        filename: str. The CSV file.
+        previous_rows: list of dicts or None. Rows of earlier epochs kept at
+            the top (a resumed or continued run); None starts empty.
+            Defaults to None.
+
+    Example:
+    ```python
+    from mtlzoo.training import HistoryCSV
+    model.fit(dataset, epochs=5, callbacks=[HistoryCSV("runs/a/history.csv")])
+    ```
+    """
+
+    def __init__(self, filename, previous_rows=None):
+        super().__init__()
+        self.filename = os.fspath(filename)
+        self.previous_rows = [dict(r) for r in previous_rows or ()]
+        self.rows = list(self.previous_rows)
+
+    def on_train_begin(self, logs=None):
+        self.rows = list(self.previous_rows)
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": int(epoch)}
+        row.update((k, _csv_value(v)) for k, v in (logs or {}).items())
+        self.rows = [r for r in self.rows if int(r["epoch"]) < epoch] + [row]
+        write_history_rows(self.filename, self.rows)
+
+
+def _broken_backup(path, backup_dir, error, run_dir=None):
+    run_dir = run_dir or os.path.dirname(os.path.abspath(backup_dir))
+    detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return RunFolderError(
+        f"The resume backup file {path} is broken ({type(error).__name__}{': ' + detail if detail else ''}), "
+        f"so the interrupted run in {run_dir} cannot resume from it. Fix: delete the folder {backup_dir} and run "
+        f"the same command again: training then continues from {os.path.join(run_dir, 'last.keras')} when it "
+        "exists, or starts over at epoch 1 (to discard the run entirely, pass overwrite=True / "
+        "mtlzoo train --overwrite)."
+    )
+
+
+class RunBackup(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` with atomic writes and one clear error for a broken backup.
+
+    The weights (`latest.weights.h5`) and the epoch counter
+    (`training_metadata.json`) are each written to a temporary file, fsynced
+    and renamed into place, weights first, so a killed process leaves the
+    previous backup readable. A backup that cannot be read (a damaged disk,
+    a file copied halfway) stops training with a `RunFolderError` naming the
+    file and the fix, instead of an h5py traceback.
+
+    Args:
+        backup_dir: str. The backup folder (used by nothing else).
+        run_dir: str or None. The run folder, for the message. Defaults to
+            the backup folder's parent.
+
+    Example:
+    ```python
+    from mtlzoo.training import RunBackup
+    model.fit(dataset, epochs=5, callbacks=[RunBackup("runs/a/backup")])
+    ```
+    """
+
+    def __init__(self, backup_dir, run_dir=None, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.run_dir = run_dir or os.path.dirname(os.path.abspath(backup_dir))
+
+    def _broken(self, path, error):
+        return _broken_backup(path, self.backup_dir, error, self.run_dir)
+
+    def on_train_begin(self, logs=None):
+        if os.path.exists(self._training_metadata_path):
+            try:
+                with open(self._training_metadata_path) as f:
+                    epoch = int(json.load(f)["epoch"])
+            except (ValueError, KeyError, TypeError, OSError) as error:
+                raise self._broken(self._training_metadata_path, error) from None
+        else:
+            epoch = None
+        if os.path.exists(self._weights_path):
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            try:
+                self.model.load_weights(self._weights_path)
+            except Exception as error:  # h5py raises OSError, KeyError, ValueError... for a damaged file
+                raise self._broken(self._weights_path, error) from None
+        if epoch is not None:
+            self.model._initial_epoch = epoch
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        fileio.atomic_save_weights(self.model, self._weights_path, overwrite=True)
+        fileio.atomic_write_json(self._training_metadata_path,
+                                 {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
 
 # ---------------------------------------------------------------------------- settings
@@ -528,6 +806,71 @@ def _task_heads(recipe):
     return {t: (spec.kind, HEADS.get(spec.kind)(**spec.head_args)) for t, spec in recipe.tasks.items()}
 
 
+def _show(value):
+    value = float(value)
+    return str(int(value)) if value.is_integer() else f"{value:g}"
+
+
+def _check_class_ids(task, kind, num_classes, value, where, what="class ids"):
+    """Raises DataCheckError if `value` holds anything but integer ids in [0, num_classes) or -1."""
+    if value.size == 0:
+        return
+    value = value.astype(np.float64) if value.dtype.kind == "f" else value.astype(np.int64)
+    bad = ~((value == -1) | ((value >= 0) & (value < num_classes)))
+    fractional = (value != np.round(value)) if value.dtype.kind == "f" else np.zeros(value.shape, bool)
+    bad |= fractional
+    if not bad.any():
+        return
+    found = np.unique(value[bad])
+    shown = ", ".join(_show(v) for v in found[:5]) + (", ..." if len(found) > 5 else "")
+    problem = "fractional" if fractional[bad].all() else "out-of-range"
+    raise DataCheckError(
+        f"Task {task!r} ({kind}): {where} has {int(bad.sum())} {problem} {what}: {shown}. Allowed: integers "
+        f"0 to {num_classes - 1} (the head's num_classes is {num_classes}) and -1 for a missing label. Fix: map "
+        f"the labels to 0..{num_classes - 1} (e.g. an 'ignore' id such as 255 to -1), or set "
+        f"tasks.{task}.num_classes to the number of classes in the data."
+    )
+
+
+def _check_label_values(task, kind_head, value, where):
+    """Class ids in range and integral, multi-label targets in {0, 1, -1}, CenterNet heatmaps in [0, 1]."""
+    kind, head = kind_head
+    num_classes = getattr(head, "num_classes", None)
+    if num_classes is None or value.size == 0 or not np.all(np.isfinite(value)):
+        return
+    if kind in ("segmentation", "classification"):
+        _check_class_ids(task, kind, int(num_classes), value, where)
+    elif kind == "multilabel":
+        bad = ~np.isin(value, (0.0, 1.0, -1.0))
+        if bad.any():
+            found = np.unique(value[bad])
+            shown = ", ".join(_show(v) for v in found[:5]) + (", ..." if len(found) > 5 else "")
+            raise DataCheckError(
+                f"Task {task!r} (multilabel): {where} has {int(bad.sum())} target values outside {{0, 1, -1}}: "
+                f"{shown}. Allowed: 1 (tag present), 0 (absent) and -1 (unknown), one per tag. Fix: give multi-hot "
+                "vectors (not class ids or probabilities) of length num_classes."
+            )
+    elif kind == "detection" and value.ndim >= 2 and value.shape[-1] == int(num_classes) + 5:
+        per_example = value.reshape(value.shape[0], -1)
+        present = ~np.all(per_example == -1.0, axis=1)  # all -1: a missing label
+        heat = value[present][..., : int(num_classes)]
+        center = value[present][..., int(num_classes) + 4]
+        if heat.size and (heat.min() < 0.0 or heat.max() > 1.0):
+            found = heat.min() if heat.min() < 0.0 else heat.max()
+            raise DataCheckError(
+                f"Task {task!r} (detection): {where} has a class heatmap value {_show(found)} in the first "
+                f"{num_classes} channels; CenterNet targets hold values in [0, 1] there (an all -1 target marks a "
+                "missing image). Fix: encode boxes and class ids (0 to "
+                f"{int(num_classes) - 1}) with mtlzoo.heads.centernet_targets.encode_centernet_targets."
+            )
+        if center.size and not np.all(np.isin(center, (0.0, 1.0))):
+            raise DataCheckError(
+                f"Task {task!r} (detection): {where} has center-flag values other than 0 and 1 (channel "
+                f"{int(num_classes) + 4}). Fix: encode the targets with "
+                "mtlzoo.heads.centernet_targets.encode_centernet_targets."
+            )
+
+
 def check_dataset(recipe, dataset, split="train", check_batches=1):
     """Checks a dataset against a recipe before training; returns it with extra label keys removed.
 
@@ -541,14 +884,18 @@ def check_dataset(recipe, dataset, split="train", check_batches=1):
       tasks, evaluation boxes) are dropped from the returned dataset;
     - the images have the recipe's `input_shape` (size and channels);
     - the split is not empty;
-    - the first `check_batches` batches hold no NaN/inf labels or images.
+    - the first `check_batches` batches hold no NaN/inf labels or images,
+      their class ids (segmentation, classification, detection
+      `box_classes`) are integers in [0, num_classes) or -1 (missing),
+      multi-label targets are 0, 1 or -1, and CenterNet heatmaps lie in
+      [0, 1].
 
     Args:
         recipe: a `Recipe` (or a name).
         dataset: `tf.data.Dataset` of batches.
         split: str. Split name used in the messages. Defaults to "train".
-        check_batches: int. Batches read for the NaN/inf and emptiness checks
-            (0: none). Defaults to 1.
+        check_batches: int. Batches read for the value and emptiness checks
+            (0: none, -1: all). Defaults to 1.
 
     Returns:
         The dataset, mapped to drop label keys that are not recipe tasks.
@@ -636,6 +983,7 @@ def check_dataset(recipe, dataset, split="train", check_batches=1):
                 f"Task {task!r} ({kind}): {where} has labels of dtype {tspec.dtype.name}; numeric labels "
                 f"({'integer class ids' if dtype_kind == 'int' else 'floats'}) are needed."
             )
+    raw = dataset  # label keys beyond the tasks (e.g. detection `box_classes`) are checked too
     extra = [k for k in label_spec if k not in tasks]
     if extra:
         keep = tuple(tasks)
@@ -648,9 +996,9 @@ def check_dataset(recipe, dataset, split="train", check_batches=1):
         raise DataCheckError(
             f"{where} is empty (0 batches). Fix: check the split name, the data folder and num_examples."
         )
-    if check_batches > 0:
+    if check_batches != 0:
         seen = 0
-        for element in dataset.take(check_batches):
+        for element in raw.take(check_batches):
             seen += 1
             image, labels = element[0], element[1]
             image = np.asarray(image)
@@ -672,6 +1020,14 @@ def check_dataset(recipe, dataset, split="train", check_batches=1):
                         f"({_MISSING_VALUE_HINT.get(kind, 'see the head docstring')}), not NaN/inf. Fix the "
                         "reader or the files."
                     )
+            for task in tasks:
+                _check_label_values(task, heads[task], np.asarray(labels[task]), f"batch {seen - 1} of {where}")
+            if "box_classes" in labels:
+                for task in tasks:
+                    if heads[task][0] == "detection":
+                        _check_class_ids(task, "detection", heads[task][1].num_classes,
+                                         np.asarray(labels["box_classes"]), f"batch {seen - 1} of {where}",
+                                         what="box class ids (`box_classes`)")
         if seen == 0:
             raise DataCheckError(
                 f"{where} is empty: it yielded no batch. Fix: check the split name, the data folder and num_examples."
@@ -728,22 +1084,20 @@ def _resolve_train_data(recipe, data, validation_data, settings):
 
 
 # ---------------------------------------------------------------------------- files
-def _read_csv_history(path):
-    if not path or not os.path.exists(path):
-        return {}
-    import csv
+#: Files and folders `train` writes into `out_dir`; `overwrite=True` deletes these and nothing else.
+RUN_FILES = ("best.keras", "last.keras", "history.csv", "recipe.yaml", "train_summary.json")
+RUN_FOLDERS = ("backup", "logs")
 
+
+def _read_csv_history(path):
     out = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            for key, value in row.items():
-                if key is None:
-                    continue
-                try:
-                    number = float(value)
-                except (TypeError, ValueError):
-                    number = float("nan")
-                out.setdefault(key, []).append(number)
+    for row in read_history_rows(path):
+        for key, value in row.items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = float("nan")
+            out.setdefault(key, []).append(number)
     if "epoch" in out:
         out["epoch"] = [int(e) for e in out["epoch"]]
     return out
@@ -769,33 +1123,184 @@ def _backup_state(backup_dir):
     meta = os.path.join(backup_dir, "training_metadata.json")
     if not os.path.exists(meta):
         return None
-    with open(meta) as f:
-        return json.load(f)
+    try:
+        with open(meta) as f:
+            state = json.load(f)
+        int(state["epoch"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise _broken_backup(meta, backup_dir, error) from None
+    return state
+
+
+def _flatten(value, prefix=""):
+    if isinstance(value, dict) and value:
+        out = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def _recipe_changes(stored, current):
+    """'key: old -> new' for each dotted recipe key that differs, `training.epochs` left out."""
+    old, new = _flatten(stored or {}), _flatten(current or {})
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        if key == "training.epochs" or old.get(key, "<unset>") == new.get(key, "<unset>"):
+            continue
+        show = [repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..." for v in
+                (old.get(key, "<unset>"), new.get(key, "<unset>"))]
+        changes.append(f"{key}: {show[0]} -> {show[1]}")
+    return changes
+
+
+def _stored_recipe(out_dir):
+    path = os.path.join(out_dir, "recipe.yaml")
+    if not os.path.exists(path):
+        return None
+    import yaml
+
+    try:
+        with open(path) as f:
+            stored = yaml.safe_load(f)
+    except yaml.YAMLError as error:
+        raise RunFolderError(
+            f"{path} cannot be read ({type(error).__name__}), so the run in {out_dir} cannot be compared with this "
+            "recipe. Fix: pass overwrite=True (mtlzoo train --overwrite) to replace the run, or use another out_dir."
+        ) from None
+    return stored if isinstance(stored, dict) else None
 
 
 def _check_resume(out_dir, recipe):
     """Refuses to resume a backup written by a different recipe."""
-    path = os.path.join(out_dir, "recipe.yaml")
-    if not os.path.exists(path):
+    stored = _stored_recipe(out_dir)
+    if stored is None:
         return
     import yaml
 
-    with open(path) as f:
-        stored = yaml.safe_load(f)
-    current = yaml.safe_load(recipe.to_yaml())
-    if stored != current:
-        changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
-        raise DataCheckError(
-            f"{out_dir} holds an interrupted run of a different recipe (changed keys: {', '.join(changed)}). "
-            f"Fix: rerun with the same settings to resume, use another out_dir, or delete "
-            f"{os.path.join(out_dir, 'backup')} to start over."
+    changed = _recipe_changes(stored, yaml.safe_load(recipe.to_yaml()))
+    if changed:
+        raise RunFolderError(
+            f"{out_dir} holds an interrupted run of a different recipe (changed keys: {'; '.join(changed)}). "
+            f"Fix: rerun with the same settings to resume, use another out_dir (--out), pass overwrite=True "
+            f"(mtlzoo train --overwrite) to replace it, or delete {os.path.join(out_dir, 'backup')} to start over."
         )
+
+
+def clear_run(out_dir):
+    """Deletes the files `train` writes in `out_dir` (`RUN_FILES`, `RUN_FOLDERS`, leftover temporaries), nothing else.
+
+    Example:
+    ```python
+    from mtlzoo.training import clear_run
+    clear_run("runs/lite")   # best.keras, last.keras, history.csv, recipe.yaml, ... are gone
+    ```
+    """
+    for name in RUN_FILES:
+        path = os.path.join(out_dir, name)
+        if os.path.lexists(path):
+            os.remove(path)
+    for name in RUN_FOLDERS:
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+    fileio.remove_temporaries(out_dir)
+    fileio.fsync_dir(out_dir)
+
+
+def _plan_run(out_dir, recipe, epochs, overwrite):
+    """What to do with `out_dir`: dict(mode=fresh|resume|continue|done, initial_epoch, rows, backup).
+
+    - `resume`: an interrupted run with a backup (BackupAndRestore restores it);
+    - `continue`: a run without backup (finished, or stopped before its first
+      backup) whose `last.keras` and `history.csv` let it go on to `epochs`;
+    - `done`: such a run that already has `epochs` epochs;
+    - `fresh`: nothing trained here yet, or only part of a first epoch; with
+      `clear`, our files there are deleted once the data checks have passed
+      (so a data error never costs the old run).
+    """
+    import yaml
+
+    if overwrite:
+        return {"mode": "fresh", "initial_epoch": 0, "rows": [], "backup": None, "clear": True}
+    fileio.remove_temporaries(out_dir)
+    backup_dir = os.path.join(out_dir, "backup")
+    state = _backup_state(backup_dir)
+    if state is None and os.path.isdir(backup_dir):
+        # Weights without the epoch counter: the very first backup was cut short; it holds nothing usable.
+        shutil.rmtree(backup_dir)
+    rows = read_history_rows(os.path.join(out_dir, "history.csv"))
+    if state is not None:
+        _check_resume(out_dir, recipe)
+        done = int(state.get("epoch", 0))
+        return {"mode": "resume", "initial_epoch": done, "rows": rows[:done], "backup": state}
+    last = os.path.join(out_dir, "last.keras")
+    finished = os.path.exists(os.path.join(out_dir, "train_summary.json"))
+    if not finished and not (rows and os.path.exists(last)):
+        # Nothing to continue from: at most the files of a run killed during its first epoch (recipe.yaml, logs,
+        # the first history row or best.keras, written just before last.keras). That epoch is trained again.
+        return {"mode": "fresh", "initial_epoch": 0, "rows": [], "backup": None, "clear": True}
+    holds = [n for n in ("train_summary.json", "best.keras", "last.keras") if os.path.exists(os.path.join(out_dir, n))]
+    if rows:
+        holds = sorted(set(holds) | {"history.csv"})
+    stored = _stored_recipe(out_dir)
+    changed = _recipe_changes(stored, yaml.safe_load(recipe.to_yaml())) if stored is not None else []
+    how = ("Fix: pass overwrite=True (mtlzoo train --overwrite) to replace that run, or train into another "
+           "out_dir (--out).")
+    epochs_text = f"{len(rows)} epoch{'s' if len(rows) != 1 else ''}"
+    what = f"{out_dir} holds a run ({', '.join(holds)}; {epochs_text} in history.csv)"
+    if stored is None:
+        raise RunFolderError(f"{what} without its recipe.yaml, so it cannot be checked against this recipe. {how}")
+    if changed:
+        raise RunFolderError(
+            f"{what} of a different recipe (changed keys: {'; '.join(changed)}). Training here would replace its "
+            f"checkpoints and history. {how}"
+        )
+    if not rows or not os.path.exists(last):
+        missing = "history.csv" if not rows else "last.keras"
+        raise RunFolderError(f"{what} but its {missing} is missing, so it cannot be continued. {how}")
+    if epochs < len(rows):
+        raise RunFolderError(
+            f"{what}; asked for {epochs} epochs, fewer than the {len(rows)} it has. Fix: ask for {len(rows)} epochs "
+            f"(or more, to continue it), pass overwrite=True (mtlzoo train --overwrite) to retrain it, or train into "
+            "another out_dir (--out)."
+        )
+    mode = "done" if epochs == len(rows) else "continue"
+    return {"mode": mode, "initial_epoch": len(rows), "rows": rows, "backup": None}
+
+
+def _load_run_weights(model, path):
+    """Loads weights and optimizer state of `last.keras` into a freshly built `model`."""
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    try:
+        model.load_weights(path)
+    except Exception as error:
+        raise RunFolderError(
+            f"{path} cannot be loaded ({type(error).__name__}: {str(error)[:200]}), so the run cannot be continued "
+            "from it. Fix: pass overwrite=True (mtlzoo train --overwrite) to start over, or use another out_dir."
+        ) from None
 
 
 # ---------------------------------------------------------------------------- train
 def train(recipe, data=None, epochs=None, out_dir=None, strategy=None, callbacks=(), seed=None,
-          steps_per_epoch=None, validation_data=None, verbose="auto", **overrides) -> TrainResult:
+          steps_per_epoch=None, validation_data=None, verbose="auto", overwrite=False, **overrides) -> TrainResult:
     """Trains a recipe's model with Keras `fit`, logging, checkpoints and resumption.
+
+    With an `out_dir`, what is already in it decides what happens:
+
+    - nothing trained yet: a new run;
+    - an interrupted run (`backup/`) of the same recipe: it resumes at the
+      epoch that was interrupted;
+    - a run without backup (finished, or stopped before its first backup) of
+      the same recipe: with more `epochs` it continues from `last.keras`
+      (weights and optimizer state) and `history.csv`, counting epochs from
+      where it stopped; with as many epochs nothing is trained and the stored
+      run is returned;
+    - a run of a different recipe, or with more epochs than asked for: a
+      `RunFolderError` naming the changed keys, unless `overwrite=True`.
 
     Args:
         recipe: str, path, dict or `Recipe`. The recipe to train.
@@ -819,6 +1324,9 @@ def train(recipe, data=None, epochs=None, out_dir=None, strategy=None, callbacks
             data comes from the recipe), False (no validation), a
             `tf.data.Dataset` or an (x, y) tuple.
         verbose: "auto", 0, 1 or 2, as for `fit`. Defaults to "auto".
+        overwrite: bool. Replace a run already in `out_dir`: its files
+            (`RUN_FILES`, `backup/`, `logs/`) are deleted first; other files
+            in the folder are left alone. Defaults to False.
         **overrides: recipe overrides, as for `mtlzoo.build` (dotted keys
             through `**{"training.batch_size": 4}`).
 
@@ -828,8 +1336,10 @@ def train(recipe, data=None, epochs=None, out_dir=None, strategy=None, callbacks
     Raises:
         DataCheckError: the data does not fit the recipe (unknown dataset,
             missing task labels, wrong image size or channels, NaN/inf
-            labels, empty split), or `out_dir` holds an interrupted run of
-            another recipe.
+            labels, class ids out of range, empty split).
+        RunFolderError: `out_dir` holds a run of another recipe or with
+            more epochs, a broken resume backup, or is in use by another
+            process (its lock file `.mtlzoo.lock` names the pid).
         RecipeError: bad recipe or training settings.
 
     Example:
@@ -838,6 +1348,7 @@ def train(recipe, data=None, epochs=None, out_dir=None, strategy=None, callbacks
     result = mtlzoo.train("driving_perception_lite", epochs=3, out_dir="runs/lite",
                           **{"data.num_examples": 256, "input_shape": (64, 128, 3)})
     # Interrupted? Run the same line again: it resumes where it stopped.
+    # Want 2 more epochs? The same line with epochs=5 continues the run.
     print(result.history["val_loss"], result.best_path)
     ```
 
@@ -849,30 +1360,46 @@ def train(recipe, data=None, epochs=None, out_dir=None, strategy=None, callbacks
     if seed is not None:
         recipe = recipe.override(seed=int(seed))
     settings = training_settings(recipe, epochs, steps_per_epoch)
+    if out_dir is None:
+        return _train(recipe, settings, data, None, strategy, callbacks, validation_data, verbose, None)
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    lock = fileio.RunLock(out_dir)
+    try:
+        lock.acquire()
+    except fileio.RunLockError as error:
+        raise RunFolderError(str(error)) from None
+    try:
+        plan = _plan_run(out_dir, recipe, settings["epochs"], overwrite)
+        return _train(recipe, settings, data, out_dir, strategy, callbacks, validation_data, verbose, plan)
+    finally:
+        lock.release()
+
+
+def _train(recipe, settings, data, out_dir, strategy, callbacks, validation_data, verbose, plan):
     strategy = _resolve_strategy(strategy)
     # Seed first: tf.data derives its shuffle seeds from the global seed too.
     keras.utils.set_random_seed(int(recipe.seed))
 
     # Data and checks, before any model is built.
     train_ds, val_ds = _resolve_train_data(recipe, data, validation_data, settings)
-    train_ds = check_dataset(recipe, train_ds, "train", settings["check_batches"])
+    # Arrays in memory are checked whole (every batch); datasets only their first `check_batches` batches.
+    in_memory = settings["check_batches"] > 0 and isinstance(data, (tuple, list))
+    train_ds = check_dataset(recipe, train_ds, "train", -1 if in_memory else settings["check_batches"])
     if val_ds is not None:
-        val_ds = check_dataset(recipe, val_ds, "validation", settings["check_batches"])
+        in_memory = settings["check_batches"] > 0 and isinstance(validation_data, (tuple, list))
+        val_ds = check_dataset(recipe, val_ds, "validation", -1 if in_memory else settings["check_batches"])
     if settings["steps_per_epoch"] is not None:
         train_ds = train_ds.repeat()
     elif int(train_ds.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
         raise DataCheckError("The training data repeats forever: set steps_per_epoch (or training.steps_per_epoch).")
 
-    # Files and resumption.
-    resuming = None
+    mode = plan["mode"] if plan else "fresh"
+    initial_epoch = plan["initial_epoch"] if plan else 0
     if out_dir is not None:
-        out_dir = os.fspath(out_dir)
-        os.makedirs(out_dir, exist_ok=True)
-        resuming = _backup_state(os.path.join(out_dir, "backup"))
-        if resuming is not None:
-            _check_resume(out_dir, recipe)
-        with open(os.path.join(out_dir, "recipe.yaml"), "w") as f:
-            f.write(recipe.to_yaml())
+        if plan.get("clear"):
+            clear_run(out_dir)
+        fileio.atomic_write_text(os.path.join(out_dir, "recipe.yaml"), recipe.to_yaml())
 
     # Model.
     keras.utils.set_random_seed(int(recipe.seed))
@@ -881,72 +1408,90 @@ def train(recipe, data=None, epochs=None, out_dir=None, strategy=None, callbacks
             model = recipe.build()
     else:
         model = recipe.build()
+    if mode in ("continue", "done"):
+        if strategy is not None:
+            with strategy.scope():
+                _load_run_weights(model, os.path.join(out_dir, "last.keras"))
+        else:
+            _load_run_weights(model, os.path.join(out_dir, "last.keras"))
 
     # Callbacks, in the order Keras will call them.
     stop = StopOnNonFinite(patience=settings["nonfinite_patience"])
     timer = StepTimer()
     cbs = [timer]
-    if recipe.weighting != "fixed":
-        import mtlzoo.weighting
-
-        weighting = mtlzoo.weighting.get(recipe.weighting, **recipe.weighting_args)
-        if weighting is not None:
-            cbs.append(weighting)
+    if getattr(model, "weighting", None) is not None:
+        # The model's own weighting (built from the recipe; its state may come
+        # from a checkpoint): run here, before the loggers, and only once.
+        cbs.append(model.weighting)
     cbs += [LossWeightLogger(), stop]
     cbs += list(callbacks or ())
     monitor = settings["monitor"] or ("val_loss" if val_ds is not None else "loss")
     best_path = last_path = None
     if out_dir is not None:
-        csv_path = os.path.join(out_dir, "history.csv")
-        previous = _read_csv_history(csv_path) if resuming is not None else {}
-        if resuming is not None and previous.get("epoch"):
-            # Keep only the rows of epochs the backup holds (a crash after the
-            # CSV row but before the backup would otherwise duplicate one).
-            keep = [i for i, e in enumerate(previous["epoch"]) if e < int(resuming.get("epoch", 0))]
-            if len(keep) != len(previous["epoch"]):
-                _rewrite_csv(csv_path, keep)
-                previous = _read_csv_history(csv_path)
-        best_value = None
-        if previous.get(monitor):
-            finite = [v for v in previous[monitor] if math.isfinite(v)]
-            best_value = min(finite) if finite else None
+        previous = plan["rows"]
+        values = [_finite_or_none(r.get(monitor)) for r in previous]
+        finite = [v for v in values if v is not None]
+        best_value = min(finite) if finite else None
         best_path = os.path.join(out_dir, "best.keras")
         last_path = os.path.join(out_dir, "last.keras")
+        # The history row is written before the checkpoints and the backup last: a kill between two of them
+        # leaves a state that resumes consistently (the backup, when present, decides the epoch).
         cbs += [
-            keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, mode="min", save_best_only=True,
-                                            initial_value_threshold=best_value),
-            keras.callbacks.ModelCheckpoint(last_path),
-            keras.callbacks.CSVLogger(csv_path, append=resuming is not None),
+            HistoryCSV(os.path.join(out_dir, "history.csv"), previous_rows=previous),
+            AtomicModelCheckpoint(best_path, monitor=monitor, mode="min", save_best_only=True,
+                                  initial_value_threshold=best_value),
+            AtomicModelCheckpoint(last_path),
             keras.callbacks.TensorBoard(log_dir=os.path.join(out_dir, "logs"), write_graph=False),
-            keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
+            RunBackup(os.path.join(out_dir, "backup"), run_dir=out_dir),
         ]
-    if resuming is not None and verbose != 0:
-        print(f"Resuming from {os.path.join(out_dir, 'backup')}: epoch {int(resuming.get('epoch', 0)) + 1} "
-              f"of {settings['epochs']}.")
+    if verbose != 0 and mode != "fresh":
+        print({"resume": f"Resuming from {os.path.join(out_dir, 'backup')}: epoch {initial_epoch + 1} "
+                         f"of {settings['epochs']}.",
+               "continue": f"Continuing the run in {out_dir} from last.keras: epoch {initial_epoch + 1} "
+                           f"of {settings['epochs']}.",
+               "done": f"{out_dir} already holds this run with {initial_epoch} epochs: nothing to train "
+                       "(ask for more epochs to continue it)."}[mode])
 
     fit_kwargs = dict(epochs=settings["epochs"], callbacks=cbs, verbose=verbose, shuffle=False,
-                      steps_per_epoch=settings["steps_per_epoch"])
+                      steps_per_epoch=settings["steps_per_epoch"],
+                      initial_epoch=initial_epoch if mode == "continue" else 0)
     if val_ds is not None:
         fit_kwargs.update(validation_data=val_ds, validation_steps=settings["validation_steps"],
                           validation_freq=settings["validation_freq"])
-    try:
-        history = model.fit(train_ds, **fit_kwargs)
-    except BaseException:
-        if out_dir is not None and _backup_state(os.path.join(out_dir, "backup")) is not None:
-            state = _backup_state(os.path.join(out_dir, "backup"))
-            warnings.warn(
-                f"Training was interrupted; {out_dir}/backup holds the state after epoch "
-                f"{int(state.get('epoch', 0))}. Run the same command again to resume.",
-                stacklevel=2,
-            )
-        raise
-    initial_epoch = int(resuming.get("epoch", 0)) if resuming else 0
+    history = None
+    if mode != "done":
+        try:
+            history = model.fit(train_ds, **fit_kwargs)
+        except RunFolderError:
+            raise
+        except BaseException:
+            state = None
+            if out_dir is not None:
+                try:
+                    state = _backup_state(os.path.join(out_dir, "backup"))
+                except RunFolderError:
+                    state = None
+            if state is not None:
+                warnings.warn(
+                    f"Training was interrupted; {out_dir}/backup holds the state after epoch "
+                    f"{int(state.get('epoch', 0))}. Run the same command again to resume.",
+                    stacklevel=3,
+                )
+            raise
     model._initial_epoch = None  # a later fit() on this model starts from epoch 0 again
 
     full_history = _read_csv_history(os.path.join(out_dir, "history.csv")) if out_dir else {}
-    if not full_history:
+    if not full_history and history is not None:
         full_history = {k: [float(np.asarray(v)) for v in vs] for k, vs in history.history.items()}
     full_history.pop("epoch", None)
+    timing = timer.summary()
+    summary_path = os.path.join(out_dir, "train_summary.json") if out_dir else None
+    if mode == "done" and os.path.exists(summary_path):
+        try:
+            with open(summary_path) as f:
+                timing = json.load(f).get("timing") or timing
+        except ValueError:
+            pass
     result = TrainResult(
         model=model,
         history=full_history,
@@ -956,7 +1501,7 @@ def train(recipe, data=None, epochs=None, out_dir=None, strategy=None, callbacks
         initial_epoch=initial_epoch,
         epochs=settings["epochs"],
         stopped_reason=stop.stopped_reason,
-        timing=timer.summary(),
+        timing=timing,
         recipe=recipe,
     )
     if out_dir is not None:
@@ -972,14 +1517,5 @@ def train(recipe, data=None, epochs=None, out_dir=None, strategy=None, callbacks
             "last_path": result.last_path,
             "monitor": monitor,
         }
-        with open(os.path.join(out_dir, "train_summary.json"), "w") as f:
-            json.dump(summary, f, indent=2, default=_json_default)
+        fileio.atomic_write_text(summary_path, json.dumps(summary, indent=2, default=_json_default))
     return result
-
-
-def _rewrite_csv(path, keep_rows):
-    with open(path) as f:
-        lines = f.read().splitlines()
-    header, rows = lines[:1], lines[1:]
-    with open(path, "w") as f:
-        f.write("\n".join(header + [rows[i] for i in keep_rows if i < len(rows)]) + "\n")

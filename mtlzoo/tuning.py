@@ -29,7 +29,9 @@ interrupted. keras-tuner's chief/worker mode (`KERASTUNER_TUNER_ID`,
 `KERASTUNER_ORACLE_IP`, `KERASTUNER_ORACLE_PORT`) works unchanged: the chief
 serves the oracle and writes the results, the workers run trials.
 
-Outputs of `tune` (in `out_dir`, by default the project folder):
+Outputs of `tune` (in `out_dir`, by default the project folder; each written
+to a temporary file and renamed into place, so a killed search never leaves
+a truncated one):
 `tuning_results.csv`, `tuning_results.md` (one row per trial, failed ones
 included), `tuning_plot.png` (objective per trial; chosen loss weights per
 task) and `best_recipe.yaml`, a recipe that `mtlzoo.get_recipe(path)` and
@@ -66,6 +68,7 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
+from mtlzoo import fileio
 from mtlzoo.recipe import BUILTIN_WEIGHTINGS, Recipe, get_recipe
 from mtlzoo.registry import AGGREGATORS, HEADS, SHARING, WEIGHTINGS, suggestion
 
@@ -617,7 +620,8 @@ class MultiTaskHyperModel(kt.HyperModel):
             "sharing_args": config["sharing_args"],
         }
         if config["weights"]:
-            overrides["tasks"] = {t: {"loss_weight": float(w)} for t, w in config["weights"].items()}
+            # Dotted keys change each task's weight and keep the rest of its spec.
+            overrides.update({f"tasks.{t}.loss_weight": float(w) for t, w in config["weights"].items()})
         return self.recipe.override(**overrides)
 
     # ------------------------------------------------------------ build / fit
@@ -769,7 +773,7 @@ def write_table(rows, csv_path, md_path):
         for k in row:
             if k not in columns:
                 columns.append(k)
-    with open(csv_path, "w", newline="") as f:
+    with fileio.atomic_write(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for row in rows:
@@ -777,8 +781,7 @@ def write_table(rows, csv_path, md_path):
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     for row in rows:
         lines.append("| " + " | ".join(_fmt(row.get(k)).replace("|", "/") for k in columns) + " |")
-    with open(md_path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    fileio.atomic_write_text(md_path, "\n".join(lines) + "\n")
 
 
 def write_plot(rows, objective, tasks, path, direction="min"):
@@ -814,7 +817,7 @@ def write_plot(rows, objective, tasks, path, direction="min"):
     ax2.legend(loc="best", fontsize=8)
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fileio.atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -981,8 +984,9 @@ def tune(
     ).strip()
     result.best_recipe = Recipe.from_dict(data)
     result.best_recipe_path = os.path.join(out_dir, "best_recipe.yaml")
-    with open(result.best_recipe_path, "w") as f:
-        f.write(f"# Best recipe found by `mtlzoo tune` ({tuner}); objective {hypermodel.objective.name} = "
-                f"{result.best_score:.6g} (trial {trial.trial_id}).\n")
-        f.write(result.best_recipe.to_yaml())
+    fileio.atomic_write_text(
+        result.best_recipe_path,
+        f"# Best recipe found by `mtlzoo tune` ({tuner}); objective {hypermodel.objective.name} = "
+        f"{result.best_score:.6g} (trial {trial.trial_id}).\n" + result.best_recipe.to_yaml(),
+    )
     return result

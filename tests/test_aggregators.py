@@ -17,6 +17,11 @@ LOSSES = np.array([0.5, 1.0, 2.0], np.float32)
 
 # Out-of-range hyperparameters per method: (kwargs, argument name that the message must mention).
 BAD_HYPERPARAMETERS = {
+    "fairgrad": [({"alpha": 0.0}, "alpha"), ({"max_iter": 0}, "max_iter"), ({"ridge": 1.0}, "ridge"),
+                 ({"normalize_gram": "yes"}, "normalize_gram")],
+    "sdmgrad": [({"lmbda": -0.1}, "lmbda"), ({"max_iter": 0}, "max_iter")],
+    "moco": [({"beta": 0.0}, "beta"), ({"beta": 1.5}, "beta"), ({"gamma": -0.1}, "gamma"), ({"rho": -1.0}, "rho")],
+    "modo": [({"gamma": -0.1}, "gamma"), ({"rho": -0.1}, "rho")],
     "mgda": [({"normalization": "bogus"}, "normalization"), ({"max_iter": 0}, "max_iter")],
     "pcgrad": [({"seed": -1}, "seed"), ({"seed": 1.5}, "seed")],
     "cagrad": [({"c": -0.1}, "c"), ({"rescale": 3}, "rescale"), ({"max_iter": 0}, "max_iter")],

@@ -169,3 +169,49 @@ def test_recipe_integer_settings_name_the_key(key, value):
         mtlzoo.get_recipe("driving_perception_lite", **{key: value})
     # Whole floats are integers.
     assert mtlzoo.get_recipe("driving_perception_lite", neck_channels=32.0).neck_channels == 32
+
+
+# ---------------------------------------------------------------- mtlzoo.train with steps that stay non-finite
+def _image_data(n=16, seed=0):
+    model = mtlzoo.build("driving_perception_lite", **TINY_IMAGE)
+    return random_inputs(model, n, seed), random_labels(model, n, seed)
+
+
+def _finite_predictions(model, x):
+    return all(np.isfinite(np.asarray(v)).all() for v in model(x, training=False).values())
+
+
+@pytest.mark.slow
+def test_train_with_a_huge_learning_rate_stops_and_returns_a_finite_model(tmp_path):
+    from mtlzoo.training import train
+
+    x, y = _image_data()
+    result = train("driving_perception_lite", data=(x, y), validation_data=(x[:4], {t: v[:4] for t, v in y.items()}),
+                   epochs=3, out_dir=str(tmp_path), verbose=0,
+                   **TINY_IMAGE, **{"optimizer": {"name": "adam", "learning_rate": 1e12}, "training.batch_size": 2,
+                                    "training.nonfinite_patience": 3})
+    assert result.stopped_reason is not None
+    assert "consecutive training steps had a non-finite" in result.stopped_reason
+    assert "returned to its state at the start of epoch 0" in result.stopped_reason
+    assert "lower the learning rate" in result.stopped_reason
+    assert _finite_predictions(result.model, x)
+    for path in (result.best_path, result.last_path):
+        if path is not None:
+            assert _finite_predictions(mtlzoo.load(path), x), path
+    assert result.last_path is not None
+
+
+@pytest.mark.slow
+def test_train_whose_every_step_is_nan_stops_with_the_cause(tmp_path):
+    from mtlzoo.training import train
+
+    x, y = _image_data(8)
+    bad = x.copy()
+    bad[:, 0, 0, 0] = np.nan  # one NaN pixel in every image
+    result = train("driving_perception_lite", data=(bad, y), validation_data=(x[:4], {t: v[:4] for t, v in y.items()}),
+                   epochs=3, out_dir=str(tmp_path), verbose=0,
+                   **TINY_IMAGE, **{"training.batch_size": 4, "training.check_batches": 0})
+    assert "every step of epoch 0 (2) had a non-finite loss or gradient" in result.stopped_reason
+    assert result.history["nonfinite_steps"] == [2.0]
+    assert _finite_predictions(result.model, x)
+    assert result.best_path is not None and _finite_predictions(mtlzoo.load(result.best_path), x)

@@ -178,7 +178,7 @@ def test_stop_on_nonfinite_stops_a_run_whose_steps_are_all_nan():
 
 
 def test_stop_on_nonfinite_patience_counts_consecutive_steps():
-    cb = StopOnNonFinite(patience=3, verbose=False)
+    cb = StopOnNonFinite(patience=3, verbose=False, restore=False)  # counting only: a stand-in model
     model = types.SimpleNamespace(stop_training=False)
     cb.set_model(model)
     cb.on_train_begin()
@@ -278,3 +278,74 @@ def test_check_dataset_drops_label_keys_the_recipe_does_not_use():
     data = mtlzoo.data.load("synthetic_driving", image_size=(32, 64), batch_size=2, num_examples=2, with_boxes=True)
     checked = check_dataset(recipe, data)
     assert sorted(checked.element_spec[1]) == ["depth", "segmentation"]
+
+
+# ----------------------------------------------------------------------------- label values
+def _seg_depth(segmentation):
+    n = len(segmentation)
+    return _dataset(np.zeros((n, 32, 64, 3), np.float32),
+                    {"segmentation": segmentation, "depth": np.ones((n, 32, 64, 1), np.float32)})
+
+
+def test_segmentation_class_ids_out_of_range_or_fractional_are_rejected(no_build):
+    ids = np.zeros((4, 32, 64), np.int32)
+    ids[0, 0, :3] = (-1, 9, 10)  # -1 (unlabelled) and 9 are fine, 10 is not (num_classes 10)
+    ids[2, 5, 5] = 255
+    with pytest.raises(DataCheckError, match=r"Task 'segmentation' \(segmentation\): batch 0 of the train data has 2 "
+                       r"out-of-range class ids: 10, 255\. Allowed: integers 0 to 9 \(the head's num_classes is 10\)"
+                       r" and -1 .*tasks\.segmentation\.num_classes"):
+        train(_recipe(), data=_seg_depth(ids), epochs=1, verbose=0)
+    fractional = np.zeros((4, 32, 64), np.float32)
+    fractional[1, 1, 1] = 1.5
+    with pytest.raises(DataCheckError, match=r"Task 'segmentation'.*1 fractional class ids: 1\.5"):
+        check_dataset(_recipe(), _seg_depth(fractional))
+    fine = np.full((4, 32, 64), -1, np.int32)
+    fine[:, :2] = 9
+    check_dataset(_recipe(), _seg_depth(fine))
+
+
+def test_classification_class_ids_are_checked_against_num_classes():
+    x, y = _tabular(8)
+    y["label"] = np.array([0, 1, 2, -1, 0, 1, 2, 3])
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    with pytest.raises(DataCheckError, match=r"Task 'label' \(classification\).*out-of-range class ids: 3\. "
+                       r"Allowed: integers 0 to 2"):
+        check_dataset("tabular_demo", data)
+    y["label"] = np.array([0, 1, 2, -1, 0, 1, 2, 2])
+    check_dataset("tabular_demo", tf.data.Dataset.from_tensor_slices((x, y)).batch(8))
+
+
+def _scene_recipe():
+    return mtlzoo.get_recipe("driving_perception_lite", tasks=["scene", "detection"], **TINY)
+
+
+def _scene_detection(scene, detection=None, **extra):
+    n = len(scene)
+    if detection is None:
+        detection = np.zeros((n, 8, 16, 9), np.float32)  # 32x64 input, stride 4, 4 classes + 5
+    return _dataset(np.zeros((n, 32, 64, 3), np.float32), {"scene": scene, "detection": detection, **extra})
+
+
+def test_multilabel_targets_outside_0_1_and_missing_are_rejected():
+    scene = np.zeros((4, 5), np.float32)
+    scene[0, 0], scene[1, 1], scene[2] = 1.0, -1.0, -1.0
+    check_dataset(_scene_recipe(), _scene_detection(scene))  # 0, 1 and -1 (unknown) are fine
+    scene[3, 2], scene[3, 4] = 0.5, 3.0
+    with pytest.raises(DataCheckError, match=r"Task 'scene' \(multilabel\).*2 target values outside \{0, 1, -1\}: "
+                       r"0\.5, 3"):
+        check_dataset(_scene_recipe(), _scene_detection(scene))
+
+
+def test_detection_box_classes_and_heatmaps_are_checked():
+    scene = np.zeros((4, 5), np.float32)
+    detection = np.zeros((4, 8, 16, 9), np.float32)
+    detection[3] = -1.0  # a missing label
+    box_classes = np.array([[0, 3, -1], [1, -1, -1], [2, 2, -1], [-1, -1, -1]], np.int32)
+    check_dataset(_scene_recipe(), _scene_detection(scene, detection, box_classes=box_classes))
+    box_classes[1, 1] = 4
+    with pytest.raises(DataCheckError, match=r"Task 'detection' \(detection\).*1 out-of-range box class ids "
+                       r"\(`box_classes`\): 4\. Allowed: integers 0 to 3"):
+        check_dataset(_scene_recipe(), _scene_detection(scene, detection, box_classes=box_classes))
+    detection[0, 2, 2, 1] = 2.0
+    with pytest.raises(DataCheckError, match=r"Task 'detection' \(detection\).*heatmap value 2 .*\[0, 1\]"):
+        check_dataset(_scene_recipe(), _scene_detection(scene, detection))

@@ -27,6 +27,9 @@ FIT_ARGS = {"dtp": {"kpis": {"label": "label_acc"}}, "rlw": {"seed": 0}, "static
 
 # Out-of-range hyperparameters per method: (kwargs, text the message must contain).
 BAD_HYPERPARAMETERS = {
+    "stch": [({"mu": 0.0}, "mu"), ({"preference": {"label": -1.0}}, "preference"),
+             ({"ideal_point": {"label": float("nan")}}, "ideal_point")],
+    "excess_mtl": [({"step_size": 0.0}, "step_size")],
     "equal": [],
     "static": [({"weights": {"label": -1.0}}, "weights"), ({"weights": [1.0, float("nan")]}, "weights[1]"),
                ({"weights": "bogus"}, "weights")],

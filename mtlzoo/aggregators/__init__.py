@@ -22,13 +22,17 @@ from mtlzoo.aggregators.base import Aggregator
 from mtlzoo.aggregators.aligned_mtl import AlignedMTL
 from mtlzoo.aggregators.cagrad import CAGrad
 from mtlzoo.aggregators.db_mtl import DBMTL
+from mtlzoo.aggregators.fairgrad import FairGrad
 from mtlzoo.aggregators.graddrop import GradDrop
 from mtlzoo.aggregators.gradvac import GradVac
 from mtlzoo.aggregators.imtl_g import IMTLG
 from mtlzoo.aggregators.mean import Mean, Sum
 from mtlzoo.aggregators.mgda import MGDA
+from mtlzoo.aggregators.moco import MoCo
+from mtlzoo.aggregators.modo import MoDo
 from mtlzoo.aggregators.nash_mtl import NashMTL
 from mtlzoo.aggregators.pcgrad import PCGrad
+from mtlzoo.aggregators.sdmgrad import SDMGrad
 from mtlzoo.aggregators.upgrad import UPGrad
 from mtlzoo.registry import AGGREGATORS
 
@@ -37,13 +41,17 @@ __all__ = [
     "AlignedMTL",
     "CAGrad",
     "DBMTL",
+    "FairGrad",
     "GradDrop",
     "GradVac",
     "IMTLG",
     "MGDA",
     "Mean",
+    "MoCo",
+    "MoDo",
     "NashMTL",
     "PCGrad",
+    "SDMGrad",
     "Sum",
     "UPGrad",
     "get",

@@ -27,6 +27,7 @@ from mtlzoo.registry import WEIGHTINGS
 from mtlzoo.weighting.base import LearnedScalarWeighting, LossWeighting
 from mtlzoo.weighting.dtp import DTP
 from mtlzoo.weighting.dwa import DWA
+from mtlzoo.weighting.excess_mtl import ExcessMTL
 from mtlzoo.weighting.famo import FAMO
 from mtlzoo.weighting.fixed import Equal, Fixed
 from mtlzoo.weighting.gls import GLS
@@ -34,12 +35,14 @@ from mtlzoo.weighting.gradnorm import GradNorm
 from mtlzoo.weighting.imtl_l import IMTLL
 from mtlzoo.weighting.rlw import RLW
 from mtlzoo.weighting.scheduled import Scheduled
+from mtlzoo.weighting.stch import STCH
 from mtlzoo.weighting.uncertainty import UncertaintyWeighting
 
 __all__ = [
     "DTP",
     "DWA",
     "Equal",
+    "ExcessMTL",
     "FAMO",
     "Fixed",
     "GLS",
@@ -49,6 +52,7 @@ __all__ = [
     "LossWeighting",
     "RLW",
     "Scheduled",
+    "STCH",
     "UncertaintyWeighting",
     "get",
     "list",
