@@ -822,6 +822,31 @@ def write_plot(rows, objective, tasks, path, direction="min"):
 
 
 # ---------------------------------------------------------------- tune
+def check_project_overwrite(directory, project_name):
+    """Refuses `overwrite=True` unless `directory/project_name` is absent or an earlier keras-tuner project.
+
+    keras-tuner's `overwrite=True` deletes the whole project folder; mtlzoo lets
+    it do so only when the folder holds keras-tuner's `oracle.json` (or is
+    empty), so a mistyped `--out`/`--project` never deletes unrelated files.
+
+    Raises:
+        FileExistsError: naming the folder, which was left untouched.
+    """
+    path = os.path.join(os.fspath(directory), project_name)
+    if not os.path.lexists(path):
+        return
+    if os.path.islink(path) or not os.path.isdir(path):
+        raise FileExistsError(
+            f"--overwrite: {path!r} is not a tuning project folder (it is a file or a link); it was left untouched. "
+            "Choose another --out or --project."
+        )
+    if os.listdir(path) and not os.path.isfile(os.path.join(path, "oracle.json")):
+        raise FileExistsError(
+            f"--overwrite: {path!r} holds files that are not an earlier tuning project (no oracle.json); it was "
+            "left untouched. Choose another --out or --project, or move those files away."
+        )
+
+
 def tune(
     recipe,
     tuner="random",
@@ -930,6 +955,8 @@ def tune(
         raise TuningError("tuner='hyperband' needs epochs >= 2 (its max_epochs).")
     resolved = distribute.resolve_strategy(strategy)
     project_name = project_name or f"{hypermodel.recipe.name}_{tuner}"
+    if overwrite:
+        check_project_overwrite(directory, project_name)
     common = dict(
         hypermodel=hypermodel,
         objective=hypermodel.objective,

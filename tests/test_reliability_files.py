@@ -423,3 +423,37 @@ def test_debug_shows_the_traceback(files, tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "cmd_recipes", bug)
     with pytest.raises(ZeroDivisionError):  # unexpected errors keep their traceback even without --debug
         cli.main(["recipes", "--no-build"])
+
+
+def test_tune_overwrite_replaces_only_an_earlier_tuning_project(tmp_path):
+    from mtlzoo.tuning import check_project_overwrite
+
+    check_project_overwrite(tmp_path, "absent")  # nothing there: fine
+    (tmp_path / "empty").mkdir()
+    check_project_overwrite(tmp_path, "empty")
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "oracle.json").write_text("{}")
+    check_project_overwrite(tmp_path, "earlier")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    with pytest.raises(FileExistsError, match=r"not an earlier tuning project.*left untouched"):
+        check_project_overwrite(tmp_path, "mine")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FileExistsError, match=r"is not a tuning project folder"):
+        check_project_overwrite(tmp_path, "afile")
+    assert (mine / "thesis.tex").read_text() == "precious"
+
+
+def test_cli_tune_overwrite_of_unrelated_files_is_one_line(tmp_path, capsys):
+    from mtlzoo.cli import main
+
+    project = tmp_path / "tabular_demo_random"
+    project.mkdir()
+    (project / "notes.txt").write_text("keep me")
+    code = main(["tune", "tabular_demo", "--tuner", "random", "--trials", "1", "--out", str(tmp_path), "--overwrite",
+                 "--objective", "loss", "--direction", "min"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("mtlzoo tune: error: --overwrite:")
+    assert (project / "notes.txt").read_text() == "keep me"
