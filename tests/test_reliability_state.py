@@ -215,3 +215,19 @@ def test_train_whose_every_step_is_nan_stops_with_the_cause(tmp_path):
     assert result.history["nonfinite_steps"] == [2.0]
     assert _finite_predictions(result.model, x)
     assert result.best_path is not None and _finite_predictions(mtlzoo.load(result.best_path), x)
+
+
+@pytest.mark.slow
+def test_after_a_huge_learning_rate_step_the_following_skipped_steps_change_nothing():
+    import keras
+
+    model = mtlzoo.build("driving_perception_lite", **TINY_IMAGE)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e12))
+    x, y = random_inputs(model, 4), random_labels(model, 4)
+    first = model.train_on_batch(x, y, return_dict=True)  # finite, and it wrecks the weights
+    assert first["nonfinite_steps"] == 0.0
+    for _ in range(2):
+        before = _state(model)
+        logs = model.train_on_batch(x, y, return_dict=True)
+        assert logs["nonfinite_steps"] >= 1.0
+        assert _changed(before, _state(model)) == []
