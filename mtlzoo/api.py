@@ -68,7 +68,7 @@ def load(path, compile=True):
     import mtlzoo.model  # noqa: F401
 
     from mtlzoo import zoo
-    from mtlzoo.edge import ModelFileError  # light (NumPy only); one error class for every model file
+    from mtlzoo.fileio import ModelFileError  # light (NumPy only); one error class for every model file
 
     if zoo.is_zoo_spec(path):
         path = zoo.resolve(path, default_file=zoo.MODEL_FILE)

@@ -42,22 +42,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mtlzoo.fileio import ModelFileError, UntrustedModelError  # noqa: F401  (re-exported)
+
 log = logging.getLogger("mtlzoo.edge")
 
 METADATA_FILE = "mtlzoo_export.json"
 SIGNATURE = "serving_default"
 _PREFERENCE = ("model_float32.tflite", "model_fp16.tflite", "model_int8.tflite")
-
-
-class UntrustedModelError(ValueError):
-    """A SavedModel that is not an mtlzoo export: running it would run its code; pass `trusted=True` to accept it."""
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be read: truncated, corrupt or of another format; the message names the file.
-
-    Raised by `mtlzoo.edge.load` (`.tflite`, export metadata) and by `mtlzoo.load` (`.keras`).
-    """
 
 
 def _interpreter_class():
@@ -252,6 +243,45 @@ class Runner:
         return f"Runner({self.path or '<bytes>'}, tasks={self.task_names}, {io}, backend={self.backend})"
 
 
+class SavedModelFunction:
+    """Calls a SavedModel signature on NumPy batches; outputs keyed by name.
+
+    No trust check: a SavedModel is code, and this runs it. `mtlzoo.export`
+    uses it on the SavedModel it has just written; for files from elsewhere
+    use `mtlzoo.edge.load`, which accepts only mtlzoo exports unless trusted.
+
+    Args:
+        path: str. The SavedModel folder.
+        signature: str. Defaults to "serving_default".
+        loaded: the object `tf.saved_model.load(path)` returned, to reuse it
+            (loading traces every function again, which takes seconds).
+    """
+
+    def __init__(self, path, signature: str = SIGNATURE, loaded=None):
+        import tensorflow as tf
+
+        self.path = os.fspath(path)
+        self.loaded = tf.saved_model.load(self.path) if loaded is None else loaded
+        if signature not in self.loaded.signatures:
+            raise KeyError(
+                f"SavedModel {self.path!r} has no signature {signature!r}; it has {sorted(self.loaded.signatures)}."
+            )
+        self.function = self.loaded.signatures[signature]
+        _, kwargs = self.function.structured_input_signature
+        if len(kwargs) != 1:
+            raise ValueError(
+                f"Signature {signature!r} of {self.path!r} takes {len(kwargs)} inputs; mtlzoo models take one."
+            )
+        self.input_name = next(iter(kwargs))
+        self.output_names = list(self.function.structured_outputs)
+
+    def __call__(self, x) -> dict:
+        import tensorflow as tf
+
+        out = self.function(**{self.input_name: tf.constant(np.asarray(x, np.float32))})
+        return {k: v.numpy() for k, v in out.items()}
+
+
 class SavedModelRunner:
     """A SavedModel signature called like the Keras model: `runner(images) -> {task: array}`.
 
@@ -293,8 +323,6 @@ class SavedModelRunner:
                 "SavedModel is code and its signature would run. Load it only if you trust its source: "
                 "trusted=True (CLI: --trust-savedmodel)."
             )
-        from mtlzoo.export.saved_model import SavedModelFunction
-
         self._function = SavedModelFunction(self.path, signature)
         self.signature = signature
         self.input_name = self._function.input_name

@@ -32,6 +32,18 @@ import os
 import socket
 import time
 
+
+# ---------------------------------------------------------------- errors
+class UntrustedModelError(ValueError):
+    """A SavedModel that is not an mtlzoo export: running it would run its code; pass `trusted=True` to accept it."""
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be read: truncated, corrupt or of another format; the message names the file.
+
+    Raised by `mtlzoo.edge.load` (`.tflite`, export metadata) and by `mtlzoo.load` (`.keras`).
+    """
+
 __all__ = [
     "LOCK_NAME",
     "RunLock",

@@ -23,7 +23,7 @@ from keras import ops
 from mtlzoo.registry import LOSSES
 
 
-def _broadcast_weight(sample_weight, like):
+def broadcast_weight(sample_weight, like):
     """[B] sample weights broadcast to the rank of `like` ([B, ...])."""
     w = ops.cast(ops.convert_to_tensor(sample_weight), like.dtype)
     while len(w.shape) < len(like.shape):
@@ -50,7 +50,7 @@ class MaskedLoss(keras.losses.Loss):
         values, valid = self.elementwise(y_true, y_pred)
         valid = ops.cast(valid, "float32")
         if sample_weight is not None:
-            valid = valid * _broadcast_weight(sample_weight, valid)
+            valid = valid * broadcast_weight(sample_weight, valid)
         values = ops.where(valid > 0, values, ops.zeros_like(values))
         total = ops.sum(values * valid)
         count = ops.sum(valid)
@@ -268,7 +268,7 @@ class CenterNetLoss(MaskedLoss):
         present = ops.cast(ops.greater_equal(y_true[..., c + 4 : c + 5], 0.0), "float32")  # [B,h,w,1]
         present = ops.min(present, axis=(1, 2, 3), keepdims=True)  # per example
         if sample_weight is not None:
-            present = present * _broadcast_weight(sample_weight, present)
+            present = present * broadcast_weight(sample_weight, present)
         heat_t = ops.clip(y_true[..., :c], 0.0, 1.0)
         heat_p = ops.clip(y_pred[..., :c], 1e-4, 1.0 - 1e-4)
         center = ops.clip(y_true[..., c + 4 : c + 5], 0.0, 1.0) * present

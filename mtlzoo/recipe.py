@@ -17,27 +17,19 @@ import copy
 import dataclasses
 import functools
 import importlib.resources
-import inspect
 import os
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from mtlzoo import backbones, heads, sharing  # noqa: F401  (registration)
-from mtlzoo.validation import as_int
 from mtlzoo.registry import AGGREGATORS, BACKBONES, HEADS, RECIPES, SHARING, WEIGHTINGS, suggestion
-
-
-class RecipeError(ValueError):
-    """A recipe or an override is invalid; the message names the key and the fix."""
+from mtlzoo.task_spec import BACKBONE_RESERVED, RecipeError, SHARING_RESERVED, TaskSpec, accepted_args, check_keys, check_name, merge_task_settings
+from mtlzoo.validation import as_int
 
 
 # Weightings that need no callback: the loss weights stay as the recipe sets them.
 BUILTIN_WEIGHTINGS = ("fixed",)
-
-_SHARING_RESERVED = ("inputs", "backbone", "heads", "neck_channels")
-_BACKBONE_RESERVED = ("input_shape", "prefix", "weights")
 
 
 def _recipes_dir() -> Path:
@@ -65,65 +57,6 @@ def list_recipes(pattern: str = "*") -> list[str]:
     """
     _register_shipped_recipes()
     return RECIPES.list(pattern)
-
-
-def _accepted_args(fn, reserved=()):
-    params = inspect.signature(fn).parameters
-    return [n for n, p in params.items() if n not in reserved and n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-
-
-def _check_keys(given, allowed, where):
-    for key in given:
-        if key not in allowed:
-            raise RecipeError(
-                f"{where}: unknown key {key!r}.{suggestion(key, allowed)} Valid keys: {', '.join(sorted(allowed))}."
-            )
-
-
-def _check_name(registry, name, where, extra=()):
-    if name in extra:
-        return name
-    if name not in registry:
-        known = registry.list() + list(extra)
-        raise RecipeError(f"{where}: unknown {registry.kind} {name!r}.{suggestion(name, known)} Known: {', '.join(sorted(known))}.")
-    return registry.canonical(name)
-
-
-@dataclasses.dataclass
-class TaskSpec:
-    """One task of a recipe: its head kind, head arguments and loss weight."""
-
-    kind: str
-    loss_weight: float = 1.0
-    head_args: dict = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, name: str, data: Any) -> "TaskSpec":
-        where = f"task {name!r}"
-        if not isinstance(data, dict):
-            raise RecipeError(f"{where}: expected a mapping with at least `kind`, got {data!r}.")
-        data = dict(data)
-        if "kind" not in data:
-            raise RecipeError(f"{where}: missing `kind` (one of {', '.join(HEADS.list())}).")
-        kind = _check_name(HEADS, data.pop("kind"), where)
-        weight = data.pop("loss_weight", 1.0)
-        try:
-            weight = float(weight)
-        except (TypeError, ValueError):
-            raise RecipeError(f"{where}: loss_weight must be a number, got {weight!r}.") from None
-        if weight < 0 or weight != weight:
-            raise RecipeError(f"{where}: loss_weight must be >= 0, got {weight}.")
-        head_cls = HEADS.get(kind)
-        allowed = _accepted_args(head_cls.__init__) + ["kind", "loss_weight"]
-        _check_keys(data, allowed, where)
-        try:
-            head_cls(**data)
-        except (TypeError, ValueError) as e:
-            raise RecipeError(f"{where}: {e}") from None
-        return cls(kind=kind, loss_weight=weight, head_args=data)
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "loss_weight": self.loss_weight, **self.head_args}
 
 
 @dataclasses.dataclass
@@ -183,7 +116,7 @@ class Recipe:
         data = copy.deepcopy(data)
         data.setdefault("name", name or "custom")
         where = f"recipe {data['name']!r}"
-        _check_keys(data, cls.fields(), where)
+        check_keys(data, cls.fields(), where)
         if "tasks" not in data or not data["tasks"]:
             raise RecipeError(f"{where}: `tasks` is missing or empty; give at least one task with a `kind`.")
         if not isinstance(data["tasks"], dict):
@@ -214,10 +147,10 @@ class Recipe:
                 f"(feature strides 4..32); e.g. {max(32, shape[0] // 32 * 32)}x{max(32, shape[1] // 32 * 32)}."
             )
         self.input_shape = shape
-        self.backbone = _check_name(BACKBONES, self.backbone, where)
-        _check_keys(self.backbone_args, _accepted_args(BACKBONES.get(self.backbone), _BACKBONE_RESERVED), f"{where}: backbone_args of {self.backbone!r}")
-        self.sharing = _check_name(SHARING, self.sharing, where)
-        _check_keys(self.sharing_args, _accepted_args(SHARING.get(self.sharing), _SHARING_RESERVED), f"{where}: sharing_args of {self.sharing!r}")
+        self.backbone = check_name(BACKBONES, self.backbone, where)
+        check_keys(self.backbone_args, accepted_args(BACKBONES.get(self.backbone), BACKBONE_RESERVED), f"{where}: backbone_args of {self.backbone!r}")
+        self.sharing = check_name(SHARING, self.sharing, where)
+        check_keys(self.sharing_args, accepted_args(SHARING.get(self.sharing), SHARING_RESERVED), f"{where}: sharing_args of {self.sharing!r}")
         if self.sharing != "hard" and len(self.tasks) < 2:
             raise RecipeError(f"{where}: sharing {self.sharing!r} needs at least two tasks; use sharing: hard.")
         try:
@@ -234,9 +167,9 @@ class Recipe:
         if not isinstance(self.optimizer, dict) or "name" not in self.optimizer:
             raise RecipeError(f"{where}: optimizer must be a mapping with a `name` (e.g. {{name: adam, learning_rate: 0.001}}).")
         _ensure_components()
-        self.weighting = _check_name(WEIGHTINGS, self.weighting, where, extra=BUILTIN_WEIGHTINGS)
+        self.weighting = check_name(WEIGHTINGS, self.weighting, where, extra=BUILTIN_WEIGHTINGS)
         if self.aggregator is not None:
-            self.aggregator = _check_name(AGGREGATORS, self.aggregator, where)
+            self.aggregator = check_name(AGGREGATORS, self.aggregator, where)
         if self.weights is not None and not os.path.isfile(str(self.weights)):
             raise RecipeError(f"{where}: weights file {self.weights!r} does not exist (mtlzoo never downloads weights).")
         for key in ("data", "training", "backbone_args", "sharing_args", "weighting_args", "aggregator_args"):
@@ -281,7 +214,7 @@ class Recipe:
         for key, value in overrides.items():
             parts = key.split(".")
             if parts[0] not in data:
-                _check_keys([parts[0]], self.fields(), f"override of recipe {self.name!r}")
+                check_keys([parts[0]], self.fields(), f"override of recipe {self.name!r}")
             if key == "tasks" and isinstance(value, (list, tuple)):
                 unknown = [t for t in value if t not in data["tasks"]]
                 if unknown:
@@ -318,9 +251,9 @@ class Recipe:
                 target = target[part]
             target[parts[-1]] = value
         if update_tasks is not None:
-            _merge_task_settings(data, update_tasks, self.name, add=False)
+            merge_task_settings(data, update_tasks, self.name, add=False)
         if add_tasks is not None:
-            _merge_task_settings(data, add_tasks, self.name, add=True)
+            merge_task_settings(data, add_tasks, self.name, add=True)
         return Recipe.from_dict(data)
 
     # ------------------------------------------------------------ building
@@ -372,27 +305,6 @@ class Recipe:
 
         training_hooks.install(model, self)
         return model
-
-
-def _merge_task_settings(data, tasks, recipe_name, add):
-    """`add_tasks` (new tasks, full specs) or `update_tasks` (settings merged into existing tasks)."""
-    what = "add_tasks" if add else "update_tasks"
-    if not isinstance(tasks, dict):
-        raise RecipeError(f"override {what}= must map task names to task settings, got {type(tasks).__name__}.")
-    for t, settings in tasks.items():
-        if not isinstance(settings, dict):
-            raise RecipeError(f"override {what}={{{t!r}: ...}}: the settings must be a mapping, got {settings!r}.")
-        if add and t in data["tasks"]:
-            raise RecipeError(
-                f"override add_tasks=: recipe {recipe_name!r} already has a task {t!r}; change it with "
-                f"update_tasks={{{t!r}: {{...}}}} or choose another name."
-            )
-        if not add and t not in data["tasks"]:
-            raise RecipeError(
-                f"override update_tasks=: recipe {recipe_name!r} has no task {t!r}.{suggestion(t, data['tasks'])} "
-                f"Its tasks: {', '.join(data['tasks'])}. Add a new task with add_tasks={{{t!r}: {{'kind': ...}}}}."
-            )
-        data["tasks"][t] = dict(settings) if add else {**data["tasks"][t], **settings}
 
 
 def _ensure_components():

@@ -52,7 +52,7 @@ def _needs(condition, what, run=True):
     return pytest.mark.xfail(not condition, reason=f"needs the {what} change", strict=True, run=run)
 
 
-MODEL_SOURCE = _source("mtlzoo.model")
+MODEL_SOURCE = _source("mtlzoo.model.multi_task_model") + _source("mtlzoo.model.step")
 HAS_GLOBAL_COUNTS = "distribute.replica_task_loss" in MODEL_SOURCE
 HAS_JOINT_SKIP = "distribute.apply_if_finite" in MODEL_SOURCE
 HOOK_SOURCE = _source("mtlzoo.gradient_hook")

@@ -17,7 +17,7 @@ import keras_tuner as kt
 import pytest
 
 import mtlzoo
-from mtlzoo import tuning
+from mtlzoo.tuning import hypermodel as tuning
 from mtlzoo.tuning import MultiTaskHyperModel, TuningError, tune
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

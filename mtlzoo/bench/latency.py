@@ -94,22 +94,6 @@ def _folder_bytes(path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _keras_direct(model):
-    import tensorflow as tf
-
-    from mtlzoo.export.saved_model import input_spec
-
-    def forward(x):
-        return model(x, training=False)
-
-    fn = tf.function(forward, input_signature=[input_spec(model)], autograph=False)
-
-    def call(x):
-        return {k: v.numpy() for k, v in fn(tf.convert_to_tensor(x)).items()}
-
-    return call
-
-
 def _single_task_models(recipe, overrides, tasks):
     import mtlzoo
 
@@ -181,7 +165,7 @@ def run(args=None) -> dict:
     import mtlzoo
     from mtlzoo.edge import Runner
     from mtlzoo.export import FORMAT_FILES, export
-    from mtlzoo.export.saved_model import SavedModelFunction
+    from mtlzoo.export.saved_model import SavedModelFunction, keras_direct_call
     opts = _options(args)
     overrides = opts["overrides"]
     model = mtlzoo.build(opts["recipe"], compile=False, **overrides)
@@ -193,7 +177,7 @@ def run(args=None) -> dict:
         result = export(model, workdir / "mtl", formats="all", representative_data=calibration, verify=False,
                         postprocessed=False)
         export_seconds = time.perf_counter() - start
-        direct = _keras_direct(model)
+        direct = keras_direct_call(model)
         candidates = {
             "keras_predict": lambda v: model.predict(v, verbose=0),
             "keras_predict_on_batch": lambda v: model.predict_on_batch(v),
@@ -212,7 +196,7 @@ def run(args=None) -> dict:
         singles = {}
         if opts["single_task"] and len(model.task_names) > 1:
             singles = _single_task_models(opts["recipe"], overrides, model.task_names)
-            single_direct = {t: _keras_direct(m) for t, m in singles.items()}
+            single_direct = {t: keras_direct_call(m) for t, m in singles.items()}
             single_runners = {}
             for t, m in singles.items():
                 r = export(m, workdir / f"single_{t}", formats=["tflite"], verify=False, postprocessed=False)

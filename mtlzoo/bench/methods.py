@@ -170,7 +170,7 @@ def delta_m_against(metrics, higher, baselines):
     """(Δm %, Δm per task) of `metrics` against single-task `baselines` ({task: {metric: value}}), or (None, {})
     when a task has no baseline. Metrics with an undefined or zero value or baseline are left out, as `evaluate` does.
     """
-    from mtlzoo.metrics_delta import delta_m
+    from mtlzoo.metrics import delta_m
 
     ok = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
     everything, per_task = ({}, {}, {}), {}
@@ -368,7 +368,7 @@ def report(opts) -> dict:
 
 def _train_all(opts) -> list:
     from mtlzoo.fileio import RunLock, atomic_write_json
-    from mtlzoo.training import load_split
+    from mtlzoo.data.splits import load_split
 
     budget = BUDGETS[opts["budget"]]
     base = base_recipe(opts)

@@ -15,191 +15,14 @@ import argparse
 import os
 import sys
 
+from mtlzoo.cli.bench import BENCHMARKS, QUICK_BENCHMARKS, cmd_bench  # noqa: F401  (QUICK_BENCHMARKS re-exported)
+from mtlzoo.cli.demo import cmd_demo
+from mtlzoo.cli.deploy import cmd_export, cmd_predict
+from mtlzoo.cli.diagnose import cmd_diagnose
+from mtlzoo.cli.models import cmd_build, cmd_recipes, describe_model  # noqa: F401  (describe_model re-exported)
+
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def _table(rows, headers):
-    widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
-    line = lambda r: "  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
-def _fmt_count(n):
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return str(n)
-
-
-def cmd_recipes(args):
-    import mtlzoo
-    from mtlzoo.flops import count_flops
-
-    rows = []
-    for name in mtlzoo.list_recipes(args.pattern):
-        recipe = mtlzoo.get_recipe(name)
-        row = [name, ",".join(recipe.tasks), recipe.backbone, recipe.sharing, "x".join(map(str, recipe.input_shape))]
-        if not args.no_build:
-            model = recipe.build(compile=False)
-            row += [_fmt_count(model.count_params()), _fmt_count(count_flops(model))]
-        rows.append(row)
-    headers = ["recipe", "tasks", "backbone", "sharing", "input"] + ([] if args.no_build else ["params", "FLOPs"])
-    print(_table(rows, headers))
-    return 0
-
-
-def describe_model(model):
-    """Per-task parameter table (shared vs task-specific) and totals."""
-    from mtlzoo.flops import count_flops
-
-    summary = model.parameter_summary()
-    rows = [["shared", _fmt_count(summary["shared"]), "trunk, neck, cross-stitch units"]]
-    for t in model.task_names:
-        kind = model.tasks[t]["kind"]
-        shape = "x".join(str(d) for d in model.output[t].shape[1:])
-        rows.append([t, _fmt_count(summary[t]), f"{kind} head, output {shape}"])
-    own = summary["total"] - summary["shared"] - sum(summary[t] for t in model.task_names)
-    rows.append(["total", _fmt_count(summary["total"]), f"incl. {own} model-level (loss weights, ...)"])
-    text = _table(rows, ["part", "params", "what"])
-    return text + f"\nFLOPs per example: {_fmt_count(count_flops(model))}; loss weights: {model.get_loss_weights()}"
-
-
-def cmd_build(args):
-    import mtlzoo
-    from mtlzoo.recipe import parse_cli_overrides
-
-    overrides = parse_cli_overrides(args.overrides)
-    model = mtlzoo.build(args.recipe, **overrides)
-    print(f"recipe {args.recipe!r}: {model.name}, sharing={model.metadata['recipe']['sharing']}, "
-          f"backbone={model.metadata['recipe']['backbone']}, input {tuple(model.input_shape[1:])}")
-    print(describe_model(model))
-    if args.save:
-        model.save(args.save)
-        print(f"saved to {args.save}")
-    return 0
-
-
-def cmd_demo(args):
-    """Data -> training -> evaluation (run_demo), then export -> LiteRT int8 -> prediction picture."""
-    import time
-
-    import numpy as np
-
-    import mtlzoo
-    from mtlzoo.cli_training import run_demo
-
-    start = time.perf_counter()
-    model_path, validation, _ = run_demo(args.out, step_total=4)
-    print("== 4/4 deployment: TFLite float32 + int8 (verified against Keras), LiteRT run, prediction picture")
-    model = mtlzoo.load(model_path, compile=False)
-    export_dir = os.path.join(args.out, "export")
-    result = mtlzoo.export(model, export_dir, formats=["tflite", "tflite_int8"], representative_data=validation,
-                           overwrite=True)
-    for fmt, path in result.paths.items():
-        print(f"   {fmt:<12} {path} ({os.path.getsize(path) / 1e6:.2f} MB)" if os.path.isfile(path) else f"   {fmt:<12} {path}")
-    print((result.out_dir / "verification.md").read_text())
-    runner = mtlzoo.edge.load(result.paths["tflite_int8"])
-    image = np.asarray(next(iter(validation))[0][0])
-    outputs = runner(image[None])
-    print(f"   LiteRT ({runner.backend}) int8 outputs: " + ", ".join(f"{t} {tuple(v.shape)}" for t, v in outputs.items()))
-    from mtlzoo.predict import predict_image
-
-    picture = os.path.join(args.out, "prediction.png")
-    predict_image(runner, image, picture)
-    print(f"== demo done in {time.perf_counter() - start:.0f} s: picture {picture}, exports in {export_dir}")
-    return 0
-
-
-BENCHMARKS = ("data", "step", "latency", "scale", "quality", "methods")
-# `mtlzoo bench all`: the ones that finish in minutes (methods takes hours; it resumes, run it by name).
-QUICK_BENCHMARKS = ("data", "step", "latency", "scale", "quality")
-
-
-def cmd_bench(args):
-    import importlib
-
-    from mtlzoo.recipe import parse_cli_overrides
-
-    names = QUICK_BENCHMARKS if args.name == "all" else (args.name,)
-    options = parse_cli_overrides(args.options)
-    for name in names:
-        module = importlib.import_module(f"mtlzoo.bench.{name}")
-        print(f"== mtlzoo bench {name} ==")
-        module.run(dict(options))
-    return 0
-
-
-def cmd_diagnose(args):
-    from mtlzoo.diagnostics import run_diagnose
-
-    return run_diagnose(args)
-
-
-def _representative_data(model, args):
-    """Calibration/verification batches for `mtlzoo export`: the recipe's dataset (validation split) or random vectors."""
-    import numpy as np
-
-    shape = tuple(model.inputs[0].shape[1:])
-    if len(shape) != 3:
-        return np.random.default_rng(0).normal(size=(args.num_calibration,) + shape).astype("float32")
-    import mtlzoo.data
-
-    recipe = (getattr(model, "metadata", None) or {}).get("recipe") or {}
-    name = args.data or (recipe.get("data") or {}).get("name") or "synthetic_driving"
-    options = {"tasks": [t for t in model.task_names if t in mtlzoo.data.TASKS]} if name == "synthetic_driving" else {}
-    return mtlzoo.data.load(name, split="validation", batch_size=8, image_size=shape[:2],
-                            num_examples=args.num_calibration, data_dir=args.data_dir, **options)
-
-
-def _load_any(source, overrides=(), trusted=False):
-    """A Keras model from a .keras file or a recipe; an edge runner for .tflite files and export folders."""
-    import mtlzoo
-
-    source = str(source)
-    if source.endswith(".keras") or (source.startswith("zoo:") and not source.endswith(".tflite")):
-        return mtlzoo.load(source, compile=False)  # zoo:NAME is the shipped Keras model
-    if source.endswith(".tflite") or os.path.isdir(source):
-        import mtlzoo.edge
-
-        return mtlzoo.edge.load(source, trusted=trusted)
-    from mtlzoo.recipe import parse_cli_overrides
-
-    return mtlzoo.build(source, compile=False, **parse_cli_overrides(overrides))
-
-
-def cmd_export(args):
-    from mtlzoo.export import atomic, export, normalize_formats
-
-    try:
-        formats = normalize_formats(args.formats)
-    except ValueError as e:
-        raise ValueError(f"--formats {args.formats!r}: {e}") from e
-    atomic.check_target(args.out, args.overwrite)  # before loading anything: a file, a folder of other files, ...
-    if str(args.model).endswith(".tflite") or os.path.isdir(args.model):
-        raise ValueError(f"{args.model!r} is already exported; mtlzoo export reads a .keras model, a zoo model "
-                         "(zoo:NAME) or a recipe.")
-    model = _load_any(args.model, args.overrides)
-    if not hasattr(model, "heads"):
-        raise ValueError(f"{args.model!r} is not an mtlzoo multi-task model (.keras) or a recipe.")
-    data = None if (args.no_verify and "tflite_int8" not in formats) else _representative_data(model, args)
-    result = export(model, args.out, formats=formats, representative_data=data, overwrite=args.overwrite,
-                    verify=not args.no_verify, int8_io=args.int8_io)
-    for fmt, path in result.paths.items():
-        print(f"{fmt:<12} {path}")
-    if result.report.get("verified"):
-        print()
-        print((result.out_dir / "verification.md").read_text())
-    return 0
-
-
-def cmd_predict(args):
-    from mtlzoo.predict import load_image, predict_image
-
-    load_image(args.image)  # a missing or unreadable image fails before the model is loaded
-    target = _load_any(args.model, trusted=args.trust_savedmodel)
-    out = args.out or os.path.splitext(os.path.basename(args.image))[0] + "_prediction.png"
-    predict_image(target, args.image, out, score_threshold=args.score_threshold)
-    return 0
 
 
 def make_parser():
@@ -218,7 +41,8 @@ def make_parser():
     p.add_argument("--save", help="also save the model to this .keras file")
     p.set_defaults(func=cmd_build)
 
-    from mtlzoo import cli_training, cli_tune
+    from mtlzoo.cli import training as cli_training
+    from mtlzoo.cli import tune as cli_tune
 
     cli_training.register(sub)
     cli_tune.register(sub)

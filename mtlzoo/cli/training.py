@@ -14,7 +14,7 @@ non-finite losses, 2 bad input). `run_demo(out_dir)` is the body of
 
 Example:
 ```python
-from mtlzoo import cli_training
+from mtlzoo.cli import training as cli_training
 result = cli_training.run_demo("demo_out")
 result.model_path, result.validation_data
 ```
@@ -78,7 +78,8 @@ def cmd_train(args):
     An interrupted run there resumes, a finished run of the same recipe continues to `--epochs`, a run of
     a different recipe is refused (exit 2, naming the changed keys) unless `--overwrite`.
     """
-    from mtlzoo.training import DataCheckError, train
+    from mtlzoo.data.splits import DataCheckError
+    from mtlzoo.training import train
 
     overrides = _overrides(args)
     out = args.out or os.path.join("runs", os.path.splitext(os.path.basename(args.recipe))[0])
@@ -104,7 +105,7 @@ def cmd_train(args):
 def cmd_evaluate(args):
     """`mtlzoo evaluate`: per-task metrics, Δm against baselines and cost of a saved model."""
     from mtlzoo.evaluation import evaluate
-    from mtlzoo.training import DataCheckError
+    from mtlzoo.data.splits import DataCheckError
 
     try:
         report = evaluate(args.model, args.data, baselines=args.baselines, split=args.split,
@@ -123,7 +124,7 @@ def cmd_baselines(args):
     """`mtlzoo baselines`: trains one single-task model per task and writes baselines.json."""
     from mtlzoo.evaluation import baselines
     from mtlzoo.recipe import get_recipe
-    from mtlzoo.training import DataCheckError
+    from mtlzoo.data.splits import DataCheckError
 
     recipe = get_recipe(args.recipe, **_overrides(args))
     out = args.out or os.path.join("baselines", os.path.splitext(os.path.basename(args.recipe))[0])
@@ -189,7 +190,7 @@ def register(subparsers):
     Example:
     ```python
     import argparse
-    from mtlzoo import cli_training
+    from mtlzoo.cli import training as cli_training
     parser = argparse.ArgumentParser(prog="mtlzoo")
     cli_training.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["train", "tabular_demo", "--epochs", "1"])
@@ -286,13 +287,14 @@ def run_demo(out_dir="demo_out", verbose=2, step_total=3, **settings):
 
     Example:
     ```python
-    from mtlzoo.cli_training import run_demo
+    from mtlzoo.cli.training import run_demo
     model_path, validation_data, report = run_demo("demo_out")
     ```
     """
     from mtlzoo.data.synthetic_driving import prepare
     from mtlzoo.evaluation import evaluate
-    from mtlzoo.training import load_split, train
+    from mtlzoo.data.splits import load_split
+    from mtlzoo.training import train
 
     unknown = set(settings) - set(DEMO_SETTINGS)
     if unknown:

@@ -20,7 +20,7 @@ import json
 import os
 import sys
 
-from mtlzoo import cli_training
+from mtlzoo.cli import training as cli_training
 
 
 def _names(value):
@@ -107,7 +107,7 @@ def register(subparsers):
     Example:
     ```python
     sub = parser.add_subparsers(dest="command")
-    mtlzoo.cli_tune.register(sub)
+    mtlzoo.cli.tune.register(sub)
     ```
     """
     p = subparsers.add_parser(

@@ -70,7 +70,7 @@ for _name in ("nyuv2_npy", "cityscapes_npy", "cityscapes", "bdd100k"):
     register_reader(_name, f"mtlzoo.data.adapters:{_name}")
 
 
-def _reader(name: str):
+def get_reader(name: str):
     if not isinstance(name, str) or name not in _READERS:
         raise ValueError(
             f"Unknown dataset {name!r}.{suggestion(str(name), DATASETS)} Known datasets: {', '.join(DATASETS)}."
@@ -137,7 +137,7 @@ def load(
     val = mtlzoo.data.load("synthetic_driving", split="validation", batch_size=8)
     ```
     """
-    reader = _reader(name)
+    reader = get_reader(name)
     image_size = validate_image_size(image_size)
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")

@@ -50,7 +50,7 @@ import numpy as np
 
 from mtlzoo.export.atomic import MARKER_FILE, atomic_directory, check_target
 from mtlzoo.export.tflite import ConversionError
-from mtlzoo.export.verify import TOLERANCES, ExportVerificationError
+from mtlzoo.export.verify import TOLERANCES, ExportVerificationError, run_batched, verify_tflite
 
 log = logging.getLogger("mtlzoo.export")
 
@@ -159,14 +159,6 @@ def _keras_outputs(model, x, batch_size=16) -> dict:
         for t in model.task_names:
             parts[t].append(np.asarray(out[t], np.float32))
     return {t: np.concatenate(v) for t, v in parts.items()}
-
-
-def _run_batched(fn, x, batch_size=8) -> dict:
-    parts = {}
-    for i in range(0, len(x), batch_size):
-        for k, v in fn(x[i:i + batch_size]).items():
-            parts.setdefault(k, []).append(np.asarray(v))
-    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def _jsonable(value):
@@ -348,10 +340,10 @@ def export(
                     entry.setdefault("problems", []).append(
                         f"serving_default outputs {sorted(loaded.output_names)} != tasks {sorted(model.task_names)}"
                     )
-                entry["outputs"] = ver.compare_outputs(reference, _run_batched(loaded, x_verify), tol["saved_model"])
+                entry["outputs"] = ver.compare_outputs(reference, run_batched(loaded, x_verify), tol["saved_model"])
                 if postprocessed:
                     post = sm.SavedModelFunction(sm_dir, sm.SERVING_POSTPROCESSED, loaded=loaded.loaded)
-                    got = _run_batched(post, x_verify[:2])
+                    got = run_batched(post, x_verify[:2])
                     entry["postprocessed_outputs"] = sorted(got)
             report["formats"]["saved_model"] = entry
             paths["saved_model"] = out_dir / FORMAT_FILES["saved_model"]
@@ -371,7 +363,7 @@ def export(
                      "ops": tfl.op_names(flatbuffer)}
             paths[fmt] = out_dir / FORMAT_FILES[fmt]
             if verify:
-                _verify_tflite(model, file, fmt, entry, reference, x_verify, labels, tol, int8_max_drop)
+                verify_tflite(model, file, fmt, entry, reference, x_verify, labels, tol, int8_max_drop)
             report["formats"][fmt] = entry
         if "saved_model" not in formats:
             shutil.rmtree(sm_dir)
@@ -397,39 +389,6 @@ def export(
     paths["report"] = out_dir / "verification.json"
     log.info("Exported %s to %s", ", ".join(formats), out_dir)
     return ExportResult(out_dir, paths, report)
-
-
-def _verify_tflite(model, file, fmt, entry, reference, x, labels, tol, int8_max_drop):
-    """Runs the TFLite file through `mtlzoo.edge.Runner` and fills `entry` with the checks."""
-    from mtlzoo.edge import Runner
-    from mtlzoo.export import verify as ver
-
-    runner = Runner(file, metadata={"task_names": list(model.task_names)})
-    out_types = sorted({np.dtype(d["dtype"]).name for d in runner.output_details.values()})
-    entry["io"] = f"{runner.input_dtype.name} input, {'/'.join(out_types)} outputs"
-    entry["backend"] = runner.backend
-    names = list(runner.output_details)
-    if sorted(names) != sorted(model.task_names):
-        entry.setdefault("problems", []).append(
-            f"signature outputs {sorted(names)} != tasks {sorted(model.task_names)}"
-        )
-        return
-    outputs = _run_batched(runner, x)
-    if fmt in ("tflite", "tflite_fp16"):
-        entry["tolerance"] = tol[fmt]
-        entry["outputs"] = ver.compare_outputs(reference, outputs, tol[fmt])
-        return
-    entry["outputs"] = ver.diff_only(reference, outputs)
-    for task, o in entry["outputs"].items():
-        if not o["finite"]:
-            entry.setdefault("problems", []).append(f"{task}: non-finite int8 outputs")
-    entry["agreement"] = ver.agreement_metrics(model, reference, outputs)
-    if labels is not None:
-        drops = ver.quality_drop(ver.label_metrics(model, reference, labels), ver.label_metrics(model, outputs, labels))
-        entry["metrics"] = drops
-        entry.setdefault("problems", []).extend(ver.check_int8(drops, entry["agreement"], int8_max_drop))
-        if not entry["problems"]:
-            del entry["problems"]
 
 
 class _CallableModule(types.ModuleType):

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import tensorflow as tf
+
+from mtlzoo.edge import SavedModelFunction  # noqa: F401  (re-exported; it runs exports)
 
 SERVING_DEFAULT = "serving_default"
 SERVING_POSTPROCESSED = "serving_postprocessed"
@@ -193,36 +194,17 @@ def export_saved_model(model, path, postprocessed: bool = True, detection_option
     return signatures
 
 
-class SavedModelFunction:
-    """Calls a SavedModel signature on NumPy batches; outputs keyed by name.
+#END
 
-    No trust check: a SavedModel is code, and this runs it. `mtlzoo.export`
-    uses it on the SavedModel it has just written; for files from elsewhere
-    use `mtlzoo.edge.load`, which accepts only mtlzoo exports unless trusted.
 
-    Args:
-        path: str. The SavedModel folder.
-        signature: str. Defaults to "serving_default".
-        loaded: the object `tf.saved_model.load(path)` returned, to reuse it
-            (loading traces every function again, which takes seconds).
-    """
+def keras_direct_call(model):
+    """The Keras model called directly inside a `tf.function` on NumPy batches: the latency reference."""
+    def forward(x):
+        return model(x, training=False)
 
-    def __init__(self, path, signature: str = SERVING_DEFAULT, loaded=None):
-        self.path = os.fspath(path)
-        self.loaded = tf.saved_model.load(self.path) if loaded is None else loaded
-        if signature not in self.loaded.signatures:
-            raise KeyError(
-                f"SavedModel {self.path!r} has no signature {signature!r}; it has {sorted(self.loaded.signatures)}."
-            )
-        self.function = self.loaded.signatures[signature]
-        _, kwargs = self.function.structured_input_signature
-        if len(kwargs) != 1:
-            raise ValueError(
-                f"Signature {signature!r} of {self.path!r} takes {len(kwargs)} inputs; mtlzoo models take one."
-            )
-        self.input_name = next(iter(kwargs))
-        self.output_names = list(self.function.structured_outputs)
+    fn = tf.function(forward, input_signature=[input_spec(model)], autograph=False)
 
-    def __call__(self, x) -> dict:
-        out = self.function(**{self.input_name: tf.constant(np.asarray(x, np.float32))})
-        return {k: v.numpy() for k, v in out.items()}
+    def call(x):
+        return {k: v.numpy() for k, v in fn(tf.convert_to_tensor(x)).items()}
+
+    return call

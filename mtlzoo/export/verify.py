@@ -354,3 +354,43 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
+
+
+def run_batched(fn, x, batch_size=8) -> dict:
+    parts = {}
+    for i in range(0, len(x), batch_size):
+        for k, v in fn(x[i:i + batch_size]).items():
+            parts.setdefault(k, []).append(np.asarray(v))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def verify_tflite(model, file, fmt, entry, reference, x, labels, tol, int8_max_drop):
+    """Runs the TFLite file through `mtlzoo.edge.Runner` and fills `entry` with the checks."""
+    from mtlzoo.edge import Runner
+
+    runner = Runner(file, metadata={"task_names": list(model.task_names)})
+    out_types = sorted({np.dtype(d["dtype"]).name for d in runner.output_details.values()})
+    entry["io"] = f"{runner.input_dtype.name} input, {'/'.join(out_types)} outputs"
+    entry["backend"] = runner.backend
+    names = list(runner.output_details)
+    if sorted(names) != sorted(model.task_names):
+        entry.setdefault("problems", []).append(
+            f"signature outputs {sorted(names)} != tasks {sorted(model.task_names)}"
+        )
+        return
+    outputs = run_batched(runner, x)
+    if fmt in ("tflite", "tflite_fp16"):
+        entry["tolerance"] = tol[fmt]
+        entry["outputs"] = compare_outputs(reference, outputs, tol[fmt])
+        return
+    entry["outputs"] = diff_only(reference, outputs)
+    for task, o in entry["outputs"].items():
+        if not o["finite"]:
+            entry.setdefault("problems", []).append(f"{task}: non-finite int8 outputs")
+    entry["agreement"] = agreement_metrics(model, reference, outputs)
+    if labels is not None:
+        drops = quality_drop(label_metrics(model, reference, labels), label_metrics(model, outputs, labels))
+        entry["metrics"] = drops
+        entry.setdefault("problems", []).extend(check_int8(drops, entry["agreement"], int8_max_drop))
+        if not entry["problems"]:
+            del entry["problems"]

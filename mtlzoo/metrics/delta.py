@@ -132,7 +132,7 @@ def delta_m(mtl, stl, higher_is_better) -> float:
 
     Example:
     ```python
-    from mtlzoo.metrics_delta import delta_m
+    from mtlzoo.metrics import delta_m
 
     # NYUv2: mIoU, pix acc, abs err, rel err, mean, median, <11.25, <22.5, <30.
     stl = (38.30, 63.76, 0.6754, 0.2780, 25.01, 19.21, 30.14, 57.20, 69.15)

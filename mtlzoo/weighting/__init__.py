@@ -24,7 +24,8 @@ from __future__ import annotations
 import builtins as _builtins
 
 from mtlzoo.registry import WEIGHTINGS
-from mtlzoo.weighting.base import LearnedScalarWeighting, LossWeighting
+from mtlzoo.weighting.learned import LearnedScalarWeighting
+from mtlzoo.weighting.base import LossWeighting
 from mtlzoo.weighting.dtp import DTP
 from mtlzoo.weighting.dwa import DWA
 from mtlzoo.weighting.excess_mtl import ExcessMTL

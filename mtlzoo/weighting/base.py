@@ -67,8 +67,6 @@ Conventions shared by every method:
 from __future__ import annotations
 
 import inspect
-import math
-import numbers
 import warnings
 
 import keras
@@ -77,70 +75,11 @@ import tensorflow as tf
 
 from mtlzoo.registry import suggestion
 
+__all__ = ["to_float"]
+
+
 # Smallest weight a renormalising method (GradNorm) keeps, so weights stay positive.
 MIN_WEIGHT = 1e-6
-
-
-# ---------------------------------------------------------------- validation
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def check_float(owner, name, value, low=None, high=None, low_open=False, high_open=False, allow_none=False):
-    """Returns `value` as a float in the given range, or raises ValueError naming `name`.
-
-    Args:
-        owner: str. Method name used in the message ("DWA").
-        name: str. Argument name.
-        value: the value to check.
-        low, high: float or None. Bounds (None: unbounded).
-        low_open, high_open: bool. Exclude the bound itself.
-        allow_none: bool. Accept None (returned as None).
-    """
-    if value is None and allow_none:
-        return None
-    lo = "(" if low_open else "["
-    hi = ")" if high_open else "]"
-    rng = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
-    if not _is_real(value) or not math.isfinite(float(value)):
-        raise ValueError(f"{owner}: {name} must be a finite number in {rng}, got {value!r}.")
-    value = float(value)
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{owner}: {name} must be in {rng}, got {value!r}.")
-    if high is not None and (value > high or (high_open and value == high)):
-        raise ValueError(f"{owner}: {name} must be in {rng}, got {value!r}.")
-    return value
-
-
-def check_int(owner, name, value, low=None, allow_none=False):
-    """Returns `value` as an int >= `low`, or raises ValueError naming `name`."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{owner}: {name} must be an integer >= {low}, got {value!r}.")
-    if low is not None and value < low:
-        raise ValueError(f"{owner}: {name} must be an integer >= {low}, got {value!r}.")
-    return int(value)
-
-
-def check_choice(owner, name, value, choices):
-    """Returns `value` if it is one of `choices`, or raises ValueError listing them."""
-    if value not in choices:
-        raise ValueError(
-            f"{owner}: {name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}."
-            f"{suggestion(str(value), choices) if isinstance(value, str) else ''}"
-        )
-    return value
-
-
-def check_task_names(owner, names, model):
-    """Raises ValueError if `names` holds a task `model` does not have (with a near match)."""
-    for t in names:
-        if t not in model.task_names:
-            raise ValueError(
-                f"{owner}: unknown task {t!r}.{suggestion(t, model.task_names)} "
-                f"The model's tasks are {model.task_names}."
-            )
 
 
 def _check_model(owner, model):
@@ -150,124 +89,6 @@ def _check_model(owner, model):
             f"{owner} works with a mtlzoo.MultiTaskModel (per-task loss-weight variables, step hook); "
             f"got {type(model).__name__}, which lacks {', '.join(missing)}."
         )
-
-
-def all_finite(*tensors):
-    """A scalar bool tensor: every element of every given tensor (None skipped) is finite."""
-    ok = tf.constant(True)
-    for x in tensors:
-        if x is None:
-            continue
-        ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(tf.cast(x, tf.float32))))
-    return ok
-
-
-def stack_losses(model, task_losses):
-    """The task losses as a float32 vector [K] in `model.task_names` order."""
-    return tf.stack([tf.cast(task_losses[t], tf.float32) for t in model.task_names])
-
-
-# ---------------------------------------------------------------- distribution
-def _replica_context():
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return None
-    return context
-
-
-def replica_mean(value):
-    """The mean over replicas of a per-replica value; the value itself on one replica.
-
-    A task loss inside the train step is this replica's share (for masked
-    losses `R · Σ_local / global count`, see
-    `mtlzoo.distribute.replica_task_loss`), so its replica mean is the loss of
-    the global batch, the value one device would see. Works on tensors of any
-    shape (gradients too).
-    """
-    context = _replica_context()
-    if context is None:
-        return value
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, value) / float(context.num_replicas_in_sync)
-
-
-def replica_sum(value):
-    """The sum over replicas of a per-replica value; the value itself on one replica.
-
-    The gradient of the step loss (already divided by the replica count) of
-    the global batch is the replica sum of the per-replica gradients.
-    """
-    context = _replica_context()
-    if context is None:
-        return value
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
-
-
-def run_once(fn, *args):
-    """Calls `fn(*args)` once per step: directly on one replica, else in cross-replica context.
-
-    Under a strategy with more than one replica in sync the call goes through
-    `merge_call` and gets the first replica's values of `args` (they must be
-    the same on every replica, e.g. computed from `replica_mean` values), so a
-    state update happens once, not once per replica. `fn` must not call
-    `merge_call` itself (a Keras optimizer does: use `SmallAdam`).
-    """
-    context = _replica_context()
-    if context is None:
-        return fn(*args)
-
-    def merged(strategy, *values):
-        return fn(*[strategy.experimental_local_results(v)[0] for v in values])
-
-    return context.merge_call(merged, args=args)
-
-
-class SmallAdam:
-    """Adam on a callback's few variables, as plain variable updates.
-
-    The same update as `keras.optimizers.Adam` (β1 = 0.9, β2 = 0.999,
-    ε = 1e-7, bias correction through the step count), without Keras'
-    distribution machinery, so that `run_once` can call it in cross-replica
-    context. Used for GradNorm's weights, FAMO's logits and the learned
-    scalars a callback (not the model) owns.
-
-    Args:
-        variables: list of variables to update.
-        learning_rate: float > 0.
-        beta_1, beta_2, epsilon: Adam's constants (Keras defaults).
-
-    Example:
-    ```python
-    from mtlzoo.weighting.base import SmallAdam
-    opt = SmallAdam([w], learning_rate=0.025)
-    opt.apply([grad])
-    ```
-
-    Reference:
-        Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
-    """
-
-    def __init__(self, variables, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
-        self.variables = list(variables)
-        self.learning_rate = float(learning_rate)
-        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
-        self.iterations = keras.Variable(0.0, dtype="float32", trainable=False, name="small_adam_iterations")
-        self.m = [keras.Variable(np.zeros(v.shape, np.float32), trainable=False, name="small_adam_m")
-                  for v in self.variables]
-        self.v = [keras.Variable(np.zeros(v.shape, np.float32), trainable=False, name="small_adam_v")
-                  for v in self.variables]
-
-    def apply(self, gradients):
-        """One Adam step with `gradients` (one per variable, same order); returns nothing."""
-        step = tf.convert_to_tensor(self.iterations) + 1.0
-        self.iterations.assign(step)
-        alpha = self.learning_rate * tf.sqrt(1.0 - self.beta_2 ** step) / (1.0 - self.beta_1 ** step)
-        for var, m, v, g in zip(self.variables, self.m, self.v, gradients):
-            g = tf.cast(g, tf.float32)
-            m_new = tf.convert_to_tensor(m) + (g - tf.convert_to_tensor(m)) * (1.0 - self.beta_1)
-            v_new = tf.convert_to_tensor(v) + (tf.square(g) - tf.convert_to_tensor(v)) * (1.0 - self.beta_2)
-            m.assign(m_new)
-            v.assign(v_new)
-            var.assign(tf.convert_to_tensor(var) - alpha * m_new / (tf.sqrt(v_new) + self.epsilon))
 
 
 # ---------------------------------------------------------------- step hook
@@ -490,12 +311,12 @@ class LossWeighting(keras.callbacks.Callback):
         used = getattr(self, "_used_weights", None)
         if used is not None:
             return dict(zip(self.tasks, np.asarray(used.numpy(), float).tolist()))
-        return {t: _to_float(v) for t, v in self._built_for.loss_weights.items()}
+        return {t: to_float(v) for t, v in self._built_for.loss_weights.items()}
 
     def track_used_weights(self, model) -> None:
         """Creates the variable that records the weights a step used (call in `build`)."""
         self._used_weights = keras.Variable(
-            np.asarray([_to_float(model.loss_weights[t]) for t in model.task_names], np.float32),
+            np.asarray([to_float(model.loss_weights[t]) for t in model.task_names], np.float32),
             trainable=False, name=f"{self.name}_used_weights",
         )
 
@@ -519,7 +340,7 @@ class LossWeighting(keras.callbacks.Callback):
         self.begin(self.model)
         if getattr(self, "_used_weights", None) is not None:
             self._used_weights.assign(
-                np.asarray([_to_float(self.model.loss_weights[t]) for t in self.model.task_names], np.float32))
+                np.asarray([to_float(self.model.loss_weights[t]) for t in self.model.task_names], np.float32))
 
     def on_train_end(self, logs=None):
         self._in_fit = False
@@ -593,7 +414,7 @@ def optimizer_learning_rate(model, default=1e-3) -> float:
         return default
 
 
-def _to_float(variable) -> float:
+def to_float(variable) -> float:
     """A scalar variable's value as a Python float (no NumPy copy-keyword warning)."""
     return float(variable.numpy())
 
@@ -606,117 +427,21 @@ def _plain(value):
         return [_plain(v) for v in value]
     return value
 
+# Helpers every weighting uses, re-exported so `from mtlzoo.weighting.base import check_float` keeps working.
+from mtlzoo.weighting.checks import check_choice, check_float, check_int, check_task_names  # noqa: E402,F401
+from mtlzoo.weighting.replica import (all_finite, replica_mean, replica_sum, run_once,  # noqa: E402,F401
+                                      stack_losses)
+from mtlzoo.weighting.small_adam import SmallAdam  # noqa: E402,F401
 
-# ---------------------------------------------------------------- learned scalars
-class LearnedScalarWeighting(LossWeighting):
-    """Base of the methods with one learnable scalar `s_t` per task (uncertainty, IMTL-L).
 
-    Where the model owns them (`model.learned_loss_params`, a dict task ->
-    trainable scalar variable, created by
-    `MultiTaskModel(..., learned_loss_params=True)`), they are trained by the
-    model's optimizer like any weight and saved with the model; the callback
-    never re-initialises them, so a reloaded model resumes from its saved
-    values. Otherwise the callback creates them itself (initialised to 0),
-    trains them with its own Adam optimizer inside the train step, and warns
-    that they are not part of the saved model.
+def __getattr__(name):
+    # LearnedScalarWeighting moved to mtlzoo.weighting.learned (it subclasses LossWeighting: importing it here
+    # eagerly would be a circle).
+    if name == "LearnedScalarWeighting":
+        import importlib
+        import warnings
 
-    Args:
-        learning_rate: float > 0 or None. Learning rate of the callback's own
-            Adam optimizer, used only when the model does not own the
-            parameters. None: the model optimizer's learning rate at build time.
-
-    Example:
-    ```python
-    import mtlzoo.weighting
-    cb = mtlzoo.weighting.get("uncertainty")   # a LearnedScalarWeighting
-    model.fit(x, y, epochs=5, callbacks=[cb])
-    cb.scalars, cb.owned_by_model
-    ```
-    """
-
-    uses_combine = True
-    needs_learned_loss_params = True
-
-    def __init__(self, learning_rate=None):
-        super().__init__()
-        self.learning_rate = check_float(self._owner, "learning_rate", learning_rate, low=0.0, low_open=True,
-                                         allow_none=True)
-        self._params = None
-        self._own_optimizer = None
-
-    def build(self, model):
-        params = getattr(model, "learned_loss_params", None)
-        if isinstance(params, dict) and params and all(t in params for t in model.task_names):
-            self._params = [params[t] for t in model.task_names]
-            self._own_optimizer = None
-            self.uses_gradients = False
-            self.needs_persistent_tape = False
-            return
-        warnings.warn(
-            f"{self._owner}: the model does not own learned loss parameters "
-            "(`model.learned_loss_params`); the callback keeps them and they are not saved with the model. "
-            "Build the model with `learned_loss_params=True` to save them.",
-            UserWarning,
-            stacklevel=2,
-        )
-        self._params = [
-            keras.Variable(0.0, dtype="float32", trainable=True, name=f"{t}_{self.name}_param")
-            for t in model.task_names
-        ]
-        lr = self.learning_rate
-        if lr is None:
-            lr = optimizer_learning_rate(model, default=1e-3)
-        self._own_optimizer = SmallAdam(self._params, learning_rate=lr)
-        self.uses_gradients = True
-        self.needs_persistent_tape = True
-
-    @property
-    def scalars(self) -> dict:
-        """dict task -> current value of the learned scalar `s_t` (Python floats)."""
-        return {t: _to_float(v) for t, v in zip(self.tasks, self._params)}
-
-    @property
-    def owned_by_model(self) -> bool:
-        """True where the learned scalars are the model's weights (saved with it)."""
-        return self._own_optimizer is None
-
-    def _s(self):
-        return tf.stack([tf.cast(tf.convert_to_tensor(v), tf.float32) for v in self._params])
-
-    def effective_weights(self, s):
-        """The coefficient of each task loss in the total, from `s` [K]."""
-        raise NotImplementedError
-
-    def objective(self, s, losses):
-        """Per-task terms [K] of the combined objective."""
-        raise NotImplementedError
-
-    def step_combine(self, model, task_losses):
-        losses = stack_losses(model, task_losses)
-        s = self._s()
-        # A task with no label in the batch has a loss of exactly 0: it adds
-        # nothing (its regulariser would otherwise drift s without data).
-        present = losses > 0
-        terms = tf.where(present, self.objective(s, losses), 0.0)
-        self.assign_weights(tf.stop_gradient(self.effective_weights(s)))
-        return tf.reduce_sum(terms)
-
-    def step_gradients(self, model, tape, task_losses, total, extra, base):
-        grads = base()
-        s_grads = tape.gradient(total, self._params)
-        # `total` is the step loss (divided by the replica count): the global
-        # gradient is the replica sum.
-        s_grads = [replica_sum(tf.zeros_like(v) if g is None else tf.cast(g, tf.float32))
-                   for g, v in zip(s_grads, self._params)]
-        finite = all_finite(total, *s_grads, *[g for g in grads if g is not None])
-        finite = replica_mean(tf.cast(finite, tf.float32)) >= 1.0
-
-        def update(finite, *s_grads):
-            def apply():
-                self._own_optimizer.apply(s_grads)
-                return tf.constant(True)
-
-            tf.cond(finite, apply, lambda: tf.constant(False))
-
-        run_once(update, finite, *s_grads)
-        return grads
+        warnings.warn("mtlzoo.weighting.base.LearnedScalarWeighting moved to mtlzoo.weighting.learned; import it "
+                      "from there.", DeprecationWarning, stacklevel=2)
+        return importlib.import_module("mtlzoo.weighting.learned").LearnedScalarWeighting
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

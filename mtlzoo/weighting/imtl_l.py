@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from mtlzoo.registry import WEIGHTINGS
-from mtlzoo.weighting.base import LearnedScalarWeighting
+from mtlzoo.weighting.learned import LearnedScalarWeighting
 
 
 @WEIGHTINGS.register("imtl_l")

@@ -1,0 +1,24 @@
+"""`mtlzoo bench NAME`: the benchmarks."""
+
+from __future__ import annotations
+
+
+BENCHMARKS = ("data", "step", "latency", "scale", "quality", "methods")
+
+
+# `mtlzoo bench all`: the ones that finish in minutes (methods takes hours; it resumes, run it by name).
+QUICK_BENCHMARKS = ("data", "step", "latency", "scale", "quality")
+
+
+def cmd_bench(args):
+    import importlib
+
+    from mtlzoo.recipe import parse_cli_overrides
+
+    names = QUICK_BENCHMARKS if args.name == "all" else (args.name,)
+    options = parse_cli_overrides(args.options)
+    for name in names:
+        module = importlib.import_module(f"mtlzoo.bench.{name}")
+        print(f"== mtlzoo bench {name} ==")
+        module.run(dict(options))
+    return 0
