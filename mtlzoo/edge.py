@@ -425,5 +425,5 @@ def load(path, num_threads=None, signature=SIGNATURE, trusted=False):
     raise FileNotFoundError(f"No exported model at {str(path)!r} (expected a .tflite file or an export folder).")
 
 
-__all__ = ["METADATA_FILE", "ModelFileError", "Runner", "SavedModelRunner", "UntrustedModelError",
-           "is_mtlzoo_saved_model", "load", "read_metadata"]
+__all__ = ["METADATA_FILE", "ModelFileError", "Runner", "SavedModelFunction", "SavedModelRunner",
+           "UntrustedModelError", "is_mtlzoo_saved_model", "load", "read_metadata"]

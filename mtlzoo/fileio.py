@@ -46,8 +46,10 @@ class ModelFileError(ValueError):
 
 __all__ = [
     "LOCK_NAME",
+    "ModelFileError",
     "RunLock",
     "RunLockError",
+    "UntrustedModelError",
     "atomic_save_model",
     "atomic_savefig",
     "atomic_save_weights",

@@ -8,7 +8,16 @@ from typing import Any
 
 from mtlzoo.registry import HEADS, suggestion
 
-__all__ = ["BACKBONE_RESERVED", "SHARING_RESERVED", "accepted_args", "check_keys", "check_name", "merge_task_settings"]
+__all__ = [
+    "accepted_args",
+    "BACKBONE_RESERVED",
+    "check_keys",
+    "check_name",
+    "merge_task_settings",
+    "RecipeError",
+    "SHARING_RESERVED",
+    "TaskSpec",
+]
 
 
 class RecipeError(ValueError):

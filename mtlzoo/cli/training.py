@@ -27,8 +27,18 @@ import sys
 import time
 from typing import NamedTuple
 
-__all__ = ["DemoResult", "add_strategy_arguments", "allow_intermixed", "cmd_baselines", "cmd_evaluate", "cmd_train", "prepare_strategy",
-           "register", "run_demo"]
+__all__ = [
+    "add_strategy_arguments",
+    "allow_intermixed",
+    "cmd_baselines",
+    "cmd_evaluate",
+    "cmd_train",
+    "DEMO_SETTINGS",
+    "DemoResult",
+    "prepare_strategy",
+    "register",
+    "run_demo",
+]
 
 
 def _overrides(args):

@@ -6,7 +6,7 @@ import inspect
 
 from mtlzoo.registry import suggestion
 
-__all__ = ["DataCheckError", "load_split"]
+__all__ = ["check_dataset_name", "DATA_KEYS", "DataCheckError", "EVALUATION_KEYS", "load_split"]
 
 
 # Keys of `recipe.data` used by `train` itself; every other key is passed to the reader.

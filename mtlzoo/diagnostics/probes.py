@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["GradientProbe", "SampledBatches", "check_positive_int", "nan_mean", "task_pairs"]
+__all__ = ["check_positive_int", "gradient_statistics", "GradientProbe", "nan_mean", "SampledBatches", "task_pairs"]
 
 
 # ---------------------------------------------------------------- helpers

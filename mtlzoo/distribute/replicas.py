@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from mtlzoo.distribute.cluster import validate_tf_config
 
-__all__ = ["STRATEGIES", "all_replicas", "apply_if_finite", "check_strategy", "local_batch", "num_replicas", "replica_task_loss", "resolve_strategy", "step_logs"]
+__all__ = [
+    "all_replicas",
+    "apply_if_finite",
+    "check_strategy",
+    "local_batch",
+    "num_replicas",
+    "replica_task_loss",
+    "resolve_strategy",
+    "step_logs",
+    "STRATEGIES",
+]
 
 
 # Strategy names accepted by `resolve_strategy` (and `strategy=` of train/tune, `--strategy` on the CLI).

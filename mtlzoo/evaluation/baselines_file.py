@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-__all__ = ["read_baselines"]
+__all__ = ["BASELINES_FORMAT", "read_baselines"]
 
 
 BASELINES_FORMAT = "mtlzoo-baselines/1"

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-__all__ = ["measure_step_time"]
+__all__ = ["measure_step_time", "model_cost"]
 
 
 def measure_step_time(model, inputs, repeats=10, warmup=2):

@@ -7,7 +7,7 @@ from keras import ops
 
 from mtlzoo.registry import METRICS
 
-__all__ = ["example_weight"]
+__all__ = ["example_weight", "get", "MaskedMeanMetric"]
 
 
 def example_weight(sample_weight, like):

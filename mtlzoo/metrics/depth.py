@@ -9,7 +9,7 @@ from keras import ops
 from mtlzoo.metrics.base import MaskedMeanMetric
 from mtlzoo.registry import METRICS
 
-__all__ = ["DepthSums", "depth_errors"]
+__all__ = ["depth_errors", "DepthError", "DepthSums"]
 
 
 class DepthSums:

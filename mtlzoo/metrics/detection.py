@@ -9,7 +9,7 @@ from keras import ops
 from mtlzoo.metrics.base import MaskedMeanMetric
 from mtlzoo.registry import METRICS
 
-__all__ = ["box_iou", "boxes_from_centernet_target", "detection_average_precision"]
+__all__ = ["box_iou", "boxes_from_centernet_target", "CenterRecall", "detection_average_precision"]
 
 
 def box_iou(boxes_a, boxes_b):

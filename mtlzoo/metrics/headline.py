@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["HIGHER_IS_BETTER"]
+__all__ = ["HEADLINE", "HIGHER_IS_BETTER"]
 
 
 #: Whether a higher value is better, for every headline metric name.

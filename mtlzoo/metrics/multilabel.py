@@ -11,7 +11,7 @@ from keras import ops
 from mtlzoo.metrics.base import example_weight
 from mtlzoo.registry import METRICS
 
-__all__ = ["MultiLabelSums", "average_precision", "multilabel_metrics"]
+__all__ = ["average_precision", "multilabel_metrics", "MultiLabelF1", "MultiLabelSums"]
 
 
 def average_precision(scores, labels):

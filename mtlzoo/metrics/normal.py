@@ -9,7 +9,7 @@ from keras import ops
 from mtlzoo.metrics.base import MaskedMeanMetric
 from mtlzoo.registry import METRICS
 
-__all__ = ["NormalSums", "normal_errors"]
+__all__ = ["normal_errors", "NormalAngle", "NormalSums"]
 
 
 _ANGLE_BINS = 18000  # 0.01° bins for the streaming median

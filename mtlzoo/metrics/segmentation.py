@@ -9,7 +9,7 @@ from keras import ops
 from mtlzoo.metrics.base import MaskedMeanMetric, example_weight
 from mtlzoo.registry import METRICS
 
-__all__ = ["confusion_matrix", "segmentation_metrics"]
+__all__ = ["confusion_matrix", "MeanIoU", "PixelAccuracy", "segmentation_metrics"]
 
 
 # ============================================================================ metric functions

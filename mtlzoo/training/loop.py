@@ -20,7 +20,7 @@ from mtlzoo.training.callbacks import AtomicModelCheckpoint, LossWeightLogger, S
 from mtlzoo.training.run_folder import HistoryCSV, RunBackup, RunFolderError, backup_state, clear_run, load_run_weights, plan_run, read_csv_history
 from mtlzoo.training.settings import resolve_train_data, strategy_or_none, training_settings
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["train", "TrainResult"]
 
 
 # ---------------------------------------------------------------------------- results

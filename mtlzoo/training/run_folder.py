@@ -13,7 +13,20 @@ import numpy as np
 from mtlzoo import fileio
 from mtlzoo.data.splits import DataCheckError
 
-__all__ = ["HistoryCSV", "RunBackup", "RunFolderError", "backup_state", "clear_run", "load_run_weights", "plan_run", "read_csv_history", "read_history_rows", "write_history_rows"]
+__all__ = [
+    "backup_state",
+    "clear_run",
+    "HistoryCSV",
+    "load_run_weights",
+    "plan_run",
+    "read_csv_history",
+    "read_history_rows",
+    "RUN_FILES",
+    "RUN_FOLDERS",
+    "RunBackup",
+    "RunFolderError",
+    "write_history_rows",
+]
 
 
 class RunFolderError(DataCheckError):

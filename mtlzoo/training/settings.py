@@ -9,7 +9,7 @@ from mtlzoo.data.splits import DataCheckError, check_dataset_name, load_split
 from mtlzoo.recipe import RecipeError
 from mtlzoo.registry import suggestion
 
-__all__ = ["resolve_train_data", "strategy_or_none"]
+__all__ = ["resolve_train_data", "strategy_or_none", "TRAINING_KEYS", "training_settings"]
 
 
 # Keys of `recipe.training` understood by `train`.

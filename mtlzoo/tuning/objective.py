@@ -12,7 +12,7 @@ from mtlzoo.recipe import BUILTIN_WEIGHTINGS
 from mtlzoo.registry import HEADS
 from mtlzoo.tuning.space import BUILTIN_OBJECTIVES
 
-__all__ = ["ObjectiveCallback", "infer_direction"]
+__all__ = ["infer_direction", "logged_names", "ObjectiveCallback"]
 
 
 # Metric-name endings (after the task prefix) and their direction.

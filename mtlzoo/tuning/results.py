@@ -9,7 +9,7 @@ import dataclasses
 from mtlzoo import fileio
 from mtlzoo.recipe import Recipe
 
-__all__ = ["TuneResult", "trial_rows"]
+__all__ = ["trial_rows", "TuneResult", "write_plot", "write_table"]
 
 
 # ---------------------------------------------------------------- results

@@ -14,7 +14,7 @@ from mtlzoo.tuning.hypermodel import MultiTaskHyperModel
 from mtlzoo.tuning.results import TuneResult, trial_rows, write_plot, write_table
 from mtlzoo.tuning.space import TUNERS, TuningError
 
-__all__ = ["tune"]
+__all__ = ["check_project_overwrite", "tune"]
 
 
 # ---------------------------------------------------------------- tune

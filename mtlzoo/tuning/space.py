@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from mtlzoo.registry import suggestion
 
-__all__ = ["SEEDED_AGGREGATORS", "TUNERS", "hp_choices", "hp_float"]
+__all__ = [
+    "AGGREGATOR_SPACE",
+    "BUILTIN_OBJECTIVES",
+    "DEFAULT_AGGREGATORS",
+    "DEFAULT_WEIGHTINGS",
+    "hp_choices",
+    "hp_float",
+    "SEEDED_AGGREGATORS",
+    "SHARING_SPACE",
+    "TUNERS",
+    "TuningError",
+    "WEIGHT_MODES",
+    "WEIGHTING_SPACE",
+]
 
 
 TUNERS = ("random", "bayesian", "hyperband")

@@ -74,8 +74,10 @@ import numpy as np
 import tensorflow as tf
 
 from mtlzoo.registry import suggestion
-
-__all__ = ["to_float"]
+# Helpers every weighting uses; also re-exported, so `from mtlzoo.weighting.base import check_float` keeps working.
+from mtlzoo.weighting.checks import check_choice, check_float, check_int, check_task_names  # noqa: F401
+from mtlzoo.weighting.replica import all_finite, replica_mean, replica_sum, run_once, stack_losses  # noqa: F401
+from mtlzoo.weighting.small_adam import SmallAdam  # noqa: F401
 
 
 # Smallest weight a renormalising method (GradNorm) keeps, so weights stay positive.
@@ -426,12 +428,6 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-# Helpers every weighting uses, re-exported so `from mtlzoo.weighting.base import check_float` keeps working.
-from mtlzoo.weighting.checks import check_choice, check_float, check_int, check_task_names  # noqa: E402,F401
-from mtlzoo.weighting.replica import (all_finite, replica_mean, replica_sum, run_once,  # noqa: E402,F401
-                                      stack_losses)
-from mtlzoo.weighting.small_adam import SmallAdam  # noqa: E402,F401
 
 
 def __getattr__(name):

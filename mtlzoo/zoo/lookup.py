@@ -5,7 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["MODEL_FILE", "PREFIX", "ZooSpecError", "check_inside", "is_zoo_spec", "list_models", "model_card", "resolve", "root"]
+__all__ = [
+    "check_inside",
+    "is_zoo_spec",
+    "list_models",
+    "model_card",
+    "MODEL_FILE",
+    "PREFIX",
+    "resolve",
+    "root",
+    "ZooSpecError",
+]
 
 
 PREFIX = "zoo:"
