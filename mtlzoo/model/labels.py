@@ -7,7 +7,7 @@ import tensorflow as tf
 from mtlzoo.registry import suggestion
 
 def check_labels(model, y):
-    """`MultiTaskModel._check_labels` (its docstring says what it does)."""
+    """Checks that `y` is a dict keyed by task with the shape each head expects; names the fix otherwise."""
     if not isinstance(y, dict):
         if len(model.task_names) == 1 and y is not None:
             return {model.task_names[0]: y}
@@ -24,7 +24,7 @@ def check_labels(model, y):
 
 
 def check_label_shape(model, task, label):
-    """`MultiTaskModel._check_label_shape` (its docstring says what it does)."""
+    """Checks one task's label against the shape its head expects."""
     expected, kind = model.heads[task].label_spec(tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else ())
     got = tuple(label.shape[1:])
     alternatives = {expected}

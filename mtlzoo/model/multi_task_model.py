@@ -431,3 +431,8 @@ class MultiTaskModel(keras.Model):
             }
         )
         return config
+
+    # ------------------------------------------------------------------ private access kept for callers
+    def _weighting_state(self):
+        """The owned weighting's state variables that are not already the model's own (saved with the model)."""
+        return owned_weighting.weighting_state(self)

@@ -35,13 +35,13 @@ def set_weighting(model, weighting):
 
 
 def weighting_config(model):
-    """`MultiTaskModel._weighting_config` (its docstring says what it does)."""
+    """The owned weighting as `{name, config}` for `get_config`, or None."""
     w = model._weighting
     return None if w is None else {"name": w.name, "config": w.get_config()}
 
 
 def weighting_state(model):
-    """`MultiTaskModel._weighting_state` (its docstring says what it does)."""
+    """The owned weighting's state variables that are not already the model's own (saved with the model)."""
     w = model._weighting
     if w is None:
         return []
@@ -50,7 +50,7 @@ def weighting_state(model):
 
 
 def callbacks_with_weighting(model, callbacks):
-    """`MultiTaskModel._callbacks_with_weighting` (its docstring says what it does)."""
+    """The fit callbacks with the model's weighting in front, once; a different method is an error."""
     from mtlzoo.weighting import LossWeighting
 
     w = model._weighting

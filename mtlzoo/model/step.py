@@ -26,7 +26,7 @@ def step_state_variables(model):
 
 
 def losses_and_total(model, y, y_pred, sample_weight):
-    """`MultiTaskModel._losses_and_total` (its docstring says what it does)."""
+    """(task losses, total, extra): extra = the non-task part of the total (penalties, regularisers)."""
     task_losses = model.compute_task_losses(y, y_pred, sample_weight)
     weighted = model.combine_task_losses(task_losses)
     extra = ops.convert_to_tensor(0.0)
@@ -88,7 +88,7 @@ def train_step(model, data):
 
 
 def apply_if_finite(model, total, grads, variables, state=(), saved=()):
-    """`MultiTaskModel._apply_if_finite` (its docstring says what it does)."""
+    """Applies the gradients only when the step is finite; otherwise restores the saved state (a skipped step)."""
     finite = tf.math.is_finite(total)
     for g in grads:
         if g is not None:
