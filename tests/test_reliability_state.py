@@ -19,11 +19,11 @@ from mtlzoo.testing import TINY_IMAGE, random_inputs, random_labels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The backbones of the shipped image recipes, at a small input.
+# The backbones of the shipped lite recipes and the test trunk, at a small input (mobilenetv3_large, the other
+# recipes' trunk, has the same layer types and BatchNorm use as mobilenetv3_small; it is left out for time).
 BACKBONES = {
     "tiny": dict(TINY_IMAGE),
     "mobilenetv3_small": {"backbone": "mobilenetv3_small", "input_shape": (64, 64, 3), "neck_channels": 16},
-    "mobilenetv3_large": {"backbone": "mobilenetv3_large", "input_shape": (64, 64, 3), "neck_channels": 16},
 }
 
 
