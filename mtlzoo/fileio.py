@@ -44,7 +44,7 @@ class ModelFileError(ValueError):
     Raised by `mtlzoo.edge.load` (`.tflite`, export metadata) and by `mtlzoo.load` (`.keras`).
     """
 
-__all__ = [
+__all__ = ["pid_alive", 
     "LOCK_NAME",
     "ModelFileError",
     "RunLock",
@@ -245,7 +245,7 @@ def remove_temporaries(folder):
             continue
         rest = name.split(_TEMP_MARK, 1)[1]
         pid = rest[: len(rest) - len(rest.lstrip("0123456789"))]
-        if not pid or _pid_alive(int(pid)):
+        if not pid or pid_alive(int(pid)):
             continue
         path = os.path.join(folder, name)
         with contextlib.suppress(OSError):
@@ -259,7 +259,8 @@ class RunLockError(RuntimeError):
     """Another process holds a run folder's lock; the message names it and the fix."""
 
 
-def _pid_alive(pid):
+def pid_alive(pid) -> bool:
+    """True while a process with this id exists on this host (another user's included)."""
     if pid <= 0:
         return False
     try:
@@ -355,7 +356,7 @@ class RunLock:
         pid = owner.get("pid")
         if not isinstance(pid, int):
             return True
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return True
         start = owner.get("start")
         now = _process_start(pid)

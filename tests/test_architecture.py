@@ -38,6 +38,7 @@ FLOORS = {
     "mtlzoo.flops": 1,
     "mtlzoo.fileio": 1,
     "mtlzoo.validation": 1,
+    "mtlzoo.deprecation": 1,
     "mtlzoo.layers": 1,
     "mtlzoo.zoo": 1,  # zoo/__init__ + zoo/lookup: `zoo:NAME` -> path, nothing else
     # 2 parts: one kind of component per folder, each registered by name.

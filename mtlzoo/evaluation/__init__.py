@@ -52,6 +52,7 @@ Reference:
     "Attentive Single-Tasking of Multiple Tasks", CVPR 2019 (Δm).
 """
 
+from mtlzoo.deprecation import forward_moved
 from mtlzoo.evaluation.baselines_file import BASELINES_FORMAT, read_baselines
 from mtlzoo.evaluation.cost import measure_step_time, model_cost
 from mtlzoo.evaluation.evaluator import evaluate
@@ -70,13 +71,4 @@ _MOVED.update({"_DepthSums": ("mtlzoo.metrics", "DepthSums"), "_MultiLabelSums":
                "_NormalSums": ("mtlzoo.metrics", "NormalSums")})
 
 
-def __getattr__(name):
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        module, attr = _MOVED[name]
-        warnings.warn(f"{__name__}.{name} moved to {module}.{attr}; import it from there.", DeprecationWarning,
-                      stacklevel=2)
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = forward_moved(__name__, _MOVED)

@@ -40,6 +40,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from mtlzoo.fileio import pid_alive
+
 log = logging.getLogger("mtlzoo.export")
 
 _TMP_TAG = "tmp"
@@ -49,20 +51,6 @@ _OLD_TAG = "old"
 def _hidden_name(target: Path, tag: str, pid: int | None = None) -> str:
     pid = os.getpid() if pid is None else pid
     return f".{target.name}.{tag}-{pid}-{uuid.uuid4().hex[:8]}"
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
-        return False
-    return True
 
 
 def _owner_pid(path: Path, target: Path, tag: str):
@@ -102,7 +90,7 @@ def cleanup_stale(target) -> list:
     for path in sorted(parent.iterdir()):
         for tag in (_TMP_TAG, _OLD_TAG):
             pid = _owner_pid(path, target, tag)
-            if pid is None or _pid_alive(pid):
+            if pid is None or pid_alive(pid):
                 continue
             if tag == _OLD_TAG and not os.path.lexists(target):
                 os.replace(path, target)

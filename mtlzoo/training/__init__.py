@@ -48,6 +48,7 @@ model = mtlzoo.load("runs/lite/best.keras")
 ```
 """
 
+from mtlzoo.deprecation import forward_moved
 from mtlzoo.training.callbacks import AtomicModelCheckpoint, LossWeightLogger, StepTimer, StopOnNonFinite
 from mtlzoo.training.loop import TrainResult, train
 from mtlzoo.training.run_folder import (RUN_FILES, RUN_FOLDERS, HistoryCSV, RunBackup, RunFolderError, clear_run,
@@ -67,13 +68,4 @@ _MOVED = {"DataCheckError": ("mtlzoo.data.splits", "DataCheckError"),
           "check_dataset": ("mtlzoo.data.checks", "check_dataset")}
 
 
-def __getattr__(name):
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        module, attr = _MOVED[name]
-        warnings.warn(f"{__name__}.{name} moved to {module}.{attr}; import it from there.", DeprecationWarning,
-                      stacklevel=2)
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = forward_moved(__name__, _MOVED)
