@@ -311,6 +311,43 @@ def safe_divide(x, y):
     return tf.where(ok, x / tf.where(ok, y, tf.ones_like(y)), tf.zeros_like(x))
 
 
+def simplex_descent(f_and_grad, w0, max_iter, lip0):
+    """Projected gradient descent on the simplex, exactly `max_iter` steps, with an adaptive step 1/L.
+
+    A step is accepted when the sufficient-decrease test
+    `f(w') <= f(w) + grad·(w' - w) + L/2 ||w' - w||^2` holds (then L <- 0.7 L),
+    otherwise rejected and L <- 2 L, so the objective never increases. Used
+    by CAGrad's dual and SDMGrad's inner problem.
+
+    Args:
+        f_and_grad: callable w [T] -> (f scalar, gradient [T]).
+        w0: [T] starting point on the simplex.
+        max_iter: int. Number of steps (a fixed count inside the graph).
+        lip0: scalar tensor. Initial estimate of the Lipschitz constant L.
+
+    Returns:
+        w [T] on the simplex.
+    """
+
+    def body(i, w, f, grad, lip):
+        cand = project_simplex(w - grad / lip)
+        f_c, grad_c = f_and_grad(cand)
+        step = cand - w
+        ok = f_c <= f + tf.tensordot(grad, step, 1) + 0.5 * lip * tf.tensordot(step, step, 1) + 1e-12
+        return (
+            i + 1,
+            tf.where(ok, cand, w),
+            tf.where(ok, f_c, f),
+            tf.where(ok, grad_c, grad),
+            tf.clip_by_value(tf.where(ok, 0.7 * lip, 2.0 * lip), 1e-4, 1e10),
+        )
+
+    f0, g0 = f_and_grad(w0)
+    init = (tf.constant(0), w0, f0, g0, lip0)
+    _, w, _, _, _ = tf.while_loop(lambda i, *_: i < max_iter, body, init, maximum_iterations=max_iter)
+    return w
+
+
 def project_simplex(v):
     """Euclidean projection of the vector v [T] onto the probability simplex.
 

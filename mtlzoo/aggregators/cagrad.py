@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from mtlzoo.aggregators.base import EPS, Aggregator, check_choice, check_int, check_range, project_simplex, safe_divide
+from mtlzoo.aggregators.base import (
+    EPS, Aggregator, check_choice, check_int, check_range, safe_divide, simplex_descent,
+)
 from mtlzoo.registry import AGGREGATORS
 
 
@@ -34,23 +36,7 @@ def cagrad_dual_weights(gram, c, max_iter):
         norm = tf.sqrt(tf.maximum(tf.tensordot(w, gw, 1), 0.0) + EPS)
         return tf.tensordot(w, gb, 1) + r * norm, gb + r * gw / norm
 
-    def body(k, w, f, grad, lip):
-        cand = project_simplex(w - grad / lip)
-        f_c, grad_c = f_and_grad(cand)
-        step = cand - w
-        ok = f_c <= f + tf.tensordot(grad, step, 1) + 0.5 * lip * tf.tensordot(step, step, 1) + 1e-12
-        return (
-            k + 1,
-            tf.where(ok, cand, w),
-            tf.where(ok, f_c, f),
-            tf.where(ok, grad_c, grad),
-            tf.clip_by_value(tf.where(ok, 0.7 * lip, 2.0 * lip), 1e-4, 1e10),
-        )
-
-    f0, g0 = f_and_grad(b)
-    init = (tf.constant(0), b, f0, g0, tf.constant(1.0))
-    _, w, _, _, _ = tf.while_loop(lambda k, *_: k < max_iter, body, init, maximum_iterations=max_iter)
-    return w
+    return simplex_descent(f_and_grad, b, max_iter, tf.constant(1.0))
 
 
 @AGGREGATORS.register("cagrad")

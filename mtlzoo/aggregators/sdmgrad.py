@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from mtlzoo.aggregators.base import Aggregator, check_int, check_range, project_simplex, safe_divide
+from mtlzoo.aggregators.base import (
+    Aggregator, check_int, check_range, project_simplex, safe_divide, simplex_descent,
+)
 from mtlzoo.registry import AGGREGATORS
 
 
@@ -22,7 +24,6 @@ def sdmgrad_weights(gram, w0, lmbda, max_iter):
     Returns:
         w [T] on the simplex.
     """
-    t = gram.shape[0]
     scale = tf.reduce_mean(tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0)))
     k = safe_divide(gram, scale * scale)
     kb = tf.reduce_mean(k, axis=1)  # K b
@@ -32,25 +33,8 @@ def sdmgrad_weights(gram, w0, lmbda, max_iter):
         f = tf.tensordot(w, kw, 1) + 2.0 * lmbda * tf.tensordot(w, kb, 1)
         return f, 2.0 * (kw + lmbda * kb)
 
-    def body(i, w, f, grad, lip):
-        cand = project_simplex(w - grad / lip)
-        f_c, grad_c = f_and_grad(cand)
-        step = cand - w
-        ok = f_c <= f + tf.tensordot(grad, step, 1) + 0.5 * lip * tf.tensordot(step, step, 1) + 1e-12
-        return (
-            i + 1,
-            tf.where(ok, cand, w),
-            tf.where(ok, f_c, f),
-            tf.where(ok, grad_c, grad),
-            tf.clip_by_value(tf.where(ok, 0.7 * lip, 2.0 * lip), 1e-4, 1e10),
-        )
-
-    w0 = project_simplex(w0)
-    f0, g0 = f_and_grad(w0)
     lip0 = tf.maximum(2.0 * tf.reduce_max(tf.linalg.diag_part(k)), 1e-4)
-    init = (tf.constant(0), w0, f0, g0, lip0)
-    _, w, _, _, _ = tf.while_loop(lambda i, *_: i < max_iter, body, init, maximum_iterations=max_iter)
-    return w
+    return simplex_descent(f_and_grad, project_simplex(w0), max_iter, lip0)
 
 
 @AGGREGATORS.register("sdmgrad")
