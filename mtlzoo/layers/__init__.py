@@ -5,4 +5,8 @@ from mtlzoo.layers.image_preprocessing import ImagePreprocessing
 from mtlzoo.layers.scaled_sigmoid import ScaledSigmoid
 from mtlzoo.layers.unit_normalization import UnitNormalization
 
-__all__ = ["CrossStitch", "ImagePreprocessing", "ScaledSigmoid", "UnitNormalization"]
+# attention layers (MTAN) -- one import line per layer file below
+# mixture-of-experts layers (MMoE, CGC/PLE, DSelect-k) -- one import line per layer file below
+# branching layers -- one import line per layer file below
+
+__all__ = sorted(name for name in dir() if name[:1].isupper())
