@@ -303,7 +303,8 @@ def _plot(image, results, tasks, class_names, out_png, title=None):
                       f"{f' ({e.filename})' if e.filename else ''}. Choose a writable --out path.") from e
 
 
-def predict_image(model_or_runner, image, out_png=None, class_names=None, score_threshold=0.3, verbose=True) -> dict:
+def predict_image(model_or_runner, image, out_png=None, class_names=None, score_threshold=0.3, verbose=True,
+                  title=None) -> dict:
     """Runs every task on one image, prints the results and saves a picture of them.
 
     Args:
@@ -314,6 +315,7 @@ def predict_image(model_or_runner, image, out_png=None, class_names=None, score_
         class_names: dict task -> list of names, overriding the defaults.
         score_threshold: float. Minimum detection score shown. Defaults to 0.3.
         verbose: bool. Print the per-task results. Defaults to True.
+        title: str or None. Title of the figure (default: the image's file name).
 
     Returns:
         dict task -> results (segmentation `class_map` and `class_fractions`,
@@ -336,10 +338,49 @@ def predict_image(model_or_runner, image, out_png=None, class_names=None, score_
     if verbose:
         _print(results, tasks)
     if out_png is not None:
-        title = os.path.basename(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else None
+        if title is None and isinstance(image, (str, os.PathLike)):
+            title = os.path.basename(os.fspath(image))
         _plot(x, results, tasks, names, out_png, title=title)
         if verbose:
             print(f"saved {out_png}")
     results["image"] = x
     results["figure"] = None if out_png is None else os.fspath(out_png)
     return results
+
+
+def side_by_side(pictures, out_png, titles=None):
+    """Puts PNG pictures (e.g. two `predict_image` figures) next to each other in one PNG.
+
+    Args:
+        pictures: list of PNG paths.
+        out_png: str. Where to save the combined picture.
+        titles: optional list of one title per picture, drawn above it.
+
+    Returns:
+        str: `out_png`.
+
+    Example:
+    ```python
+    from mtlzoo.predict import side_by_side
+    side_by_side(["mine.png", "zoo.png"], "comparison.png", ["my model", "zoo model"])
+    ```
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.image import imread
+
+    images = [imread(os.fspath(p)) for p in pictures]
+    height = max(im.shape[0] for im in images)
+    width = sum(im.shape[1] for im in images)
+    dpi = 100
+    fig = Figure(figsize=(width / dpi, height / dpi + (0.35 if titles else 0.0)), dpi=dpi)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(images), squeeze=False, width_ratios=[im.shape[1] for im in images])[0]
+    for i, (ax, im) in enumerate(zip(axes, images)):
+        ax.imshow(im)
+        ax.axis("off")
+        if titles:
+            ax.set_title(titles[i], fontsize=11)
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.93 if titles else 1, wspace=0.01)
+    fig.savefig(out_png, dpi=dpi)
+    return os.fspath(out_png)

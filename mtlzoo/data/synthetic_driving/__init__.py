@@ -26,6 +26,9 @@ image, labels = next(iter(ds))
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
 import tensorflow as tf
 
@@ -185,7 +188,10 @@ def prepare(data_dir, image_size=(128, 256), seed: int = 0, split_sizes=None):
         raise ValueError(f"split_sizes names unknown split(s) {unknown}; the splits are {', '.join(SPLITS)}.")
     config = make_config(image_size, seed, sizes["train"], sizes["validation"], sizes["test"])
     builder = tfds.builder("synthetic_driving", config=config, data_dir=str(data_dir))
-    builder.download_and_prepare(file_format="tfrecord")
+    # tfds announces "Downloading and preparing dataset Unknown size ..." on stdout: nothing is downloaded
+    # here (the scenes are rendered locally), so that line would only mislead.
+    with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare(file_format="tfrecord")
     return builder
 
 
