@@ -12,6 +12,7 @@ import mtlzoo.sharing
 import mtlzoo.weighting
 from mtlzoo.bench import methods
 from mtlzoo.registry import AGGREGATORS, SHARING
+from mtlzoo.task_spec import accepted_args
 
 TASKS = ["segmentation", "depth", "detection", "scene"]
 NAMES = [c.name for c in methods.configurations(TASKS)]
@@ -33,6 +34,8 @@ def test_every_registered_aggregator_is_a_configuration(name):
 @pytest.mark.parametrize("name", SHARING.list())
 def test_every_registered_sharing_mode_is_a_configuration(name):
     assert f"sharing:{name}" in NAMES
+    # A mode that can start from single-task models also runs that way.
+    assert (f"sharing:{name}_init" in NAMES) == ("init_from" in accepted_args(SHARING.get(name)))
 
 
 def test_run_order_and_overrides():
@@ -130,14 +133,24 @@ def test_section_is_written_between_markers(tmp_path):
 # ---------------------------------------------------------------------------- the machinery, end to end
 @pytest.mark.slow
 def test_smoke_run_writes_skips_and_reports(tmp_path):
-    options = {"budget": "smoke", "seeds": "0", "methods": "weighting:equal", "results": str(tmp_path / "results"),
-               "doc": str(tmp_path / "benchmarks.md"), "figure": str(tmp_path / "dm.png"),
+    options = {"budget": "smoke", "seeds": "0", "methods": "weighting:equal,sharing:cross_stitch_init",
+               "results": str(tmp_path / "results"), "doc": str(tmp_path / "benchmarks.md"),
+               "figure": str(tmp_path / "dm.png"), "models": str(tmp_path / "models"),
                "overrides": {"tasks": ["depth", "scene"]}}  # two cheap heads keep the test short
     out = methods.run(options)
     assert out["failures"] == []
     folder = tmp_path / "results" / "smoke"
     files = sorted(p.name for p in folder.glob("*.json"))
-    assert files == ["single_task-depth__seed0.json", "single_task-scene__seed0.json", "weighting-equal__seed0.json"]
+    assert files == ["sharing-cross_stitch_init__seed0.json", "single_task-depth__seed0.json",
+                     "single_task-scene__seed0.json", "weighting-equal__seed0.json"]
+    # The single-task runs keep their models; the `_init` configuration starts its columns from them.
+    models = sorted(p.name for p in (tmp_path / "models" / "smoke").glob("*.keras"))
+    assert models == ["single_task-depth__seed0.keras", "single_task-scene__seed0.keras"]
+    init = json.loads((folder / "sharing-cross_stitch_init__seed0.json").read_text())
+    assert init["recipe"]["sharing_args"]["init_from"] == {
+        t: str(tmp_path / "models" / "smoke" / f"single_task-{t}__seed0.keras") for t in ("depth", "scene")}
+    assert init["recipe"]["sharing_args"]["lr_multiplier"] == methods.INIT_LR_MULTIPLIER
+    assert math.isfinite(init["delta_m"])
     equal = json.loads((folder / "weighting-equal__seed0.json").read_text())
     values = [v for task in equal["metrics"].values() for v in task.values()]
     assert set(equal["metrics"]) == {"depth", "scene"} and all(math.isfinite(v) for v in values)
@@ -150,7 +163,7 @@ def test_smoke_run_writes_skips_and_reports(tmp_path):
     again = methods.run(options)  # nothing left to train: the files stay as they are
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")} == stamps
     rows = {r["configuration"]: r for r in again["rows"]}
-    assert set(rows) == {"single_task:depth", "single_task:scene", "weighting:equal"}
+    assert set(rows) == {"single_task:depth", "single_task:scene", "weighting:equal", "sharing:cross_stitch_init"}
     assert rows["weighting:equal"]["delta_m"][0] == pytest.approx(equal["delta_m"])
     doc = (tmp_path / "benchmarks.md").read_text()
     for name in rows:

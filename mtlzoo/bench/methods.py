@@ -7,7 +7,11 @@ registries, so a newly registered method or sharing mode joins by itself: `singl
 task, as `mtlzoo.evaluation.baselines` builds it: the baselines of Δm, added to any selection), `sharing:<mode>`
 (the recipe's fixed loss weights; `sharing:hard` is the recipe as shipped), `weighting:<name>` and
 `aggregator:<name>` on hard sharing, and `aggregator:<name>_ub`, the representation-level variant of each
-weight-based aggregator (`aggregator_args: {representation: true}`).
+weight-based aggregator (`aggregator_args: {representation: true}`). A sharing mode whose builder takes `init_from`
+(cross-stitch, soft_l2) also runs as `sharing:<mode>_init`, the way its paper trains it: each column and head
+starts from this seed's trained single-task model (kept under `--models`, default runs/methods_models, and trained
+there first when missing) and the cross-stitch units learn `INIT_LR_MULTIPLIER` times faster; its steps come on top
+of the single-task models' training.
 
 Each result is a JSON file `RESULTS/<budget>/<configuration>__seed<k>.json` (":" written "-"), written atomically
 under a folder lock; a rerun skips existing files, so the table fills over several runs. It holds every metric, Δm
@@ -54,6 +58,11 @@ FORMAT = "mtlzoo-bench-methods/1"
 REFERENCE = "weighting:equal"  # train-step times are reported against this configuration
 VALIDATION_SEED = 0  # every seed is evaluated on the validation scenes of this seed
 BEGIN, END = "<!-- methods-table:begin -->", "<!-- methods-table:end -->"
+#: Placeholder in a configuration's `sharing_args.init_from`: this seed's single-task models (trained when missing).
+INIT_FROM_BASELINES = "@single_task_models"
+#: Cross-stitch units learn this many times faster than the columns in the `_init` configurations (Misra et al.
+#: train the units with a larger learning rate than the fine-tuned columns).
+INIT_LR_MULTIPLIER = 10.0
 BUDGETS = {
     # BatchNorm momentum 0.9: at 0.99 the moving statistics still hold 8% of their initial values after 256 steps,
     # and inference-mode outputs of the MobileNetV3 trunk are wrong (pixel accuracy 0.26 against 0.84 in training).
@@ -64,6 +73,7 @@ BUDGETS = {
 _DEFAULTS = {"budget": "standard", "methods": None, "seeds": "0,1,2", "recipe": RECIPE, "overrides": None,
              "results": os.path.join("docs", "results", "methods"), "doc": os.path.join("docs", "benchmarks.md"),
              "figure": os.path.join("docs", "methods_delta_m.png"), "report": False, "no_report": False,
+             "models": os.path.join("runs", "methods_models"),
              "list": False, "verbose": 0}
 
 
@@ -78,12 +88,20 @@ def configurations(tasks) -> list:
     import mtlzoo.sharing
     import mtlzoo.weighting
     from mtlzoo.registry import AGGREGATORS, SHARING
+    from mtlzoo.task_spec import accepted_args
 
     out = [Configuration(f"single_task:{t}", "single_task", {"tasks": [t], "sharing": "hard", "weighting": "fixed",
                                                               "aggregator": None, f"tasks.{t}.loss_weight": 1.0})
            for t in tasks]
     first = lambda names, head: sorted(names, key=lambda n: (n != head, n))  # noqa: E731
-    sharing = [Configuration(f"sharing:{m}", "sharing", {"sharing": m}) for m in first(SHARING.list(), "hard")]
+    sharing = []
+    for m in first(SHARING.list(), "hard"):
+        sharing.append(Configuration(f"sharing:{m}", "sharing", {"sharing": m}))
+        accepted = accepted_args(SHARING.get(m))
+        if "init_from" in accepted:  # as the paper trains it: columns from this seed's single-task models
+            args = {"init_from": INIT_FROM_BASELINES, **({"lr_multiplier": INIT_LR_MULTIPLIER}
+                                                          if "lr_multiplier" in accepted else {})}
+            sharing.append(Configuration(f"sharing:{m}_init", "sharing", {"sharing": m, "sharing_args": args}))
     weighting = [Configuration(f"weighting:{w}", "weighting", {"weighting": w})
                  for w in first(mtlzoo.weighting.list(), "equal")]
     out += sharing[:1] + weighting[:1] + sharing[1:] + weighting[1:]
@@ -201,11 +219,16 @@ def run_one(config, seed, opts, validation) -> dict:
     from mtlzoo.training import train
 
     budget = BUDGETS[opts["budget"]]
+    overrides = dict(config.overrides)
+    if overrides.get("sharing_args", {}).get("init_from") == INIT_FROM_BASELINES:
+        overrides["sharing_args"] = dict(overrides["sharing_args"], init_from=single_task_models(opts, seed, validation))
     keras.backend.clear_session()
-    recipe = base_recipe(opts).override(**config.overrides)
+    recipe = base_recipe(opts).override(**overrides)
     start = time.perf_counter()
     result = train(recipe, epochs=budget["epochs"], seed=seed, validation_data=False, verbose=opts["verbose"])
     trained = time.perf_counter() - start
+    if config.kind == "single_task":
+        save_model_atomic(result.model, single_task_model_path(opts, config.name, seed))
     report = evaluate(result.model, validation, batch_size=budget["batch_size"], timing_repeats=5).to_dict()
     cost, timing = report["cost"], result.timing
     return _finite({
@@ -222,6 +245,36 @@ def run_one(config, seed, opts, validation) -> dict:
         | {"python": sys.version.split()[0]}, "cpus": os.cpu_count(), "load_average": list(os.getloadavg()),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
+
+
+def single_task_model_path(opts, name, seed) -> str:
+    """Where a single-task run keeps its trained model (for the `_init` configurations): under `opts["models"]`."""
+    return os.path.join(opts["models"], opts["budget"], f"{name.replace(':', '-')}__seed{seed}.keras")
+
+
+def save_model_atomic(model, path) -> None:
+    from mtlzoo.fileio import atomic_save_model
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_save_model(model, path)
+
+
+def single_task_models(opts, seed, validation) -> dict:
+    """{task: .keras path} of this seed's single-task models; a missing one is trained first (the same run as its
+    `single_task:` configuration, so its result file is written too when it is missing)."""
+    from mtlzoo.fileio import atomic_write_json
+
+    folder = os.path.join(opts["results"], opts["budget"])
+    paths = {}
+    for config in (c for c in configurations(list(base_recipe(opts).tasks)) if c.kind == "single_task"):
+        path = single_task_model_path(opts, config.name, seed)
+        if not os.path.exists(path):
+            print(f"    training {config.name} seed {seed} for its model ({path})", flush=True)
+            result = run_one(config, seed, opts, validation)
+            if not os.path.exists(_result_path(folder, config, seed)):
+                atomic_write_json(_result_path(folder, config, seed), result, indent=2)
+        paths[config.name.split(":", 1)[1]] = path
+    return paths
 
 
 def load_results(folder) -> list:
@@ -433,7 +486,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mtlzoo.bench.methods", description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS))
     parser.add_argument("--methods", help="configurations: comma list of names or globs (default all)")
-    for name in ("seeds", "results", "doc", "figure"):
+    for name in ("seeds", "results", "doc", "figure", "models"):
         parser.add_argument(f"--{name}", help=f"default {_DEFAULTS[name]}")
     parser.add_argument("--override", dest="overrides", action="append", help="recipe override key=value")
     for flag, text in (("--report", "only rebuild table and figure"), ("--no-report", "train only"),
