@@ -335,6 +335,9 @@ def _check_files(out):
 
 
 @pytest.mark.slow
+KILLS = 12  # each kill costs a child's start-up (about 3 s on 2 cores); 12 random moments hit writes too
+
+
 def test_kill_9_at_random_moments_loses_nothing(tmp_path):
     out = str(tmp_path / "run")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
@@ -344,7 +347,7 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path):
     rng = np.random.default_rng(10)
     progress, hit_a_write, seconds = [], 0, {"child": 0.0, "check": 0.0}
     try:
-        for _ in range(20):
+        for _ in range(KILLS):
             start = time.perf_counter()
             server.stdin.write("run\n")
             server.stdin.flush()
@@ -379,5 +382,5 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path):
     with open(os.path.join(out, "train_summary.json")) as f:
         summary = json.load(f)
     assert summary["epochs_run"] == total and summary["initial_epoch"] == done > 0
-    print(f"kill -9 x20: epochs after each kill {progress}; {hit_a_write} kills left a cut temporary file; "
+    print(f"kill -9 x{KILLS}: epochs after each kill {progress}; {hit_a_write} kills left a cut temporary file; "
           f"seconds in children {seconds['child']:.0f}, in checks {seconds['check']:.0f}")

@@ -211,6 +211,25 @@ def horizontal_flip(example: dict) -> dict:
     return out
 
 
+def color_jitter_image(image, strength: float, seed):
+    """Random brightness, contrast and saturation of one RGB image in [0, 255] (float32 out, clipped).
+
+    Args:
+        image: [H, W, 3] tensor (any numeric dtype), values in [0, 255].
+        strength: float in [0, 1). Brightness shift up to ±strength·255; contrast and saturation factors in
+            [1 - strength, 1 + strength].
+        seed: int tensor of shape [2] (stateless random ops: the same seed gives the same image).
+    """
+    image = tf.cast(image, tf.float32)
+    seed = tf.cast(seed, tf.int64)
+    draws = tf.random.stateless_uniform([3], seed, -strength, strength)
+    mean = tf.reduce_mean(image, axis=[0, 1], keepdims=True)
+    image = (image - mean) * (1.0 + draws[1]) + mean + draws[0] * 255.0
+    grey = tf.reduce_mean(image, axis=-1, keepdims=True)
+    image = (image - grey) * (1.0 + draws[2]) + grey
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
 def resolve_cache(cache, num_examples: int, bytes_per_example: int):
     """`cache` argument -> False, True (in memory) or a file path prefix.
 
@@ -329,6 +348,7 @@ def finish(
     num_detection_classes: int = 4,
     stride: int = 4,
     drop_remainder: bool = False,
+    color_jitter: float = 0.0,
 ) -> tf.data.Dataset:
     """Augments, encodes labels, batches and prefetches a raw example stream.
 
@@ -347,11 +367,16 @@ def finish(
         num_detection_classes: int. C of the CenterNet target. Defaults to 4.
         stride: int. CenterNet output stride. Defaults to 4.
         drop_remainder: bool. Drop a last partial batch.
+        color_jitter: float in [0, 1). Photometric augmentation of the image only (labels unchanged): brightness
+            shifted by up to ±color_jitter·255, contrast and saturation scaled by 1 ± color_jitter, one draw per
+            example (`color_jitter_image`). 0 (the default) leaves images as they are.
 
     Returns:
         `tf.data.Dataset` of (image float32 [B, H, W, 3], labels dict).
     """
     height, width = image_size
+    if not 0.0 <= float(color_jitter) < 1.0:
+        raise ValueError(f"color_jitter must be in [0, 1), got {color_jitter!r} (e.g. 0.2).")
     tasks = validate_tasks(tasks)
     fractions = validate_label_fractions(label_fractions)
     fractions = {t: f for t, f in fractions.items() if f < 1.0}
@@ -369,6 +394,16 @@ def finish(
             )
 
         ds = ds.map(flip, num_parallel_calls=tf.data.AUTOTUNE)
+
+    if color_jitter:
+        keys = tf.data.Dataset.random(seed=seed + 7919, rerandomize_each_iteration=True)
+
+        def jitter(example, key):
+            out = dict(example)
+            out["image"] = color_jitter_image(example["image"], float(color_jitter), tf.stack([key, key // 3 + 1]))
+            return out
+
+        ds = tf.data.Dataset.zip((ds, keys)).map(jitter, num_parallel_calls=tf.data.AUTOTUNE)
 
     def presence(index):
         keep = [label_presence(seed, index, t, fractions[t]) if t in fractions else True for t in TASKS]

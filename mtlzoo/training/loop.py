@@ -190,13 +190,15 @@ def _train(recipe, settings, data, out_dir, strategy, callbacks, validation_data
             clear_run(out_dir)
         fileio.atomic_write_text(os.path.join(out_dir, "recipe.yaml"), recipe.to_yaml())
 
-    # Model.
+    # Model. A learning-rate schedule spans the whole run: epochs × batches per epoch.
     keras.utils.set_random_seed(int(recipe.seed))
+    per_epoch = settings["steps_per_epoch"] or int(train_ds.cardinality())
+    total_steps = settings["epochs"] * per_epoch if per_epoch > 0 else None
     if strategy is not None:
         with strategy.scope():
-            model = recipe.build()
+            model = recipe.build(total_steps=total_steps)
     else:
-        model = recipe.build()
+        model = recipe.build(total_steps=total_steps)
     if mode in ("continue", "done"):
         if strategy is not None:
             with strategy.scope():

@@ -214,6 +214,7 @@ def load(
     source=None,
     split_sizes=None,
     shuffle_buffer: int = 512,
+    color_jitter: float = 0.0,
 ) -> tf.data.Dataset:
     """Model-ready `synthetic_driving` batches; normally called via `mtlzoo.data.load`.
 
@@ -242,6 +243,8 @@ def load(
         split_sizes: {split: size} of the tfds config to prepare (tfds source);
             defaults to `DEFAULT_SPLIT_SIZES`.
         shuffle_buffer: int. Shuffle buffer after a cache. Defaults to 512.
+        color_jitter: float in [0, 1). Photometric augmentation of the train split's images (brightness,
+            contrast, saturation; `pipeline.color_jitter_image`). Defaults to 0 (off).
 
     Returns:
         `tf.data.Dataset` of (image float32 [B, H, W, 3], labels dict).
@@ -277,6 +280,7 @@ def load(
         tasks=tasks,
         label_fractions=fractions,
         augment=augment,
+        color_jitter=float(color_jitter) if augment else 0.0,
         with_boxes=with_boxes,
         max_boxes=max_boxes,
         num_detection_classes=len(DETECTION_CLASSES),
