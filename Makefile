@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/mtlzoo demo --out demo_out
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not benchmark"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not benchmark"
 
 bench: $(STAMP)
 	$(BIN)/mtlzoo bench all

@@ -28,3 +28,21 @@ def parameter_summary(model):
     out.update({t: count(vs) for t, vs in by_task.items()})
     out["total"] = int(model.count_params())
     return out
+
+
+def set_bn_momentum(model, momentum: float) -> int:
+    """Sets the momentum of every BatchNormalization layer in `model` (nested models too); returns how many."""
+    import keras
+
+    count, stack, seen = 0, [model], set()
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+            count += 1
+        stack.extend(getattr(layer, "layers", []) or [])
+        stack.extend(getattr(layer, "_layers", []) or [])
+    return count
