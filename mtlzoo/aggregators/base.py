@@ -19,9 +19,13 @@ Conventions shared by every method:
   the computation is done in float32; the direction is returned in the floating
   dtype of `grads` (float32 for integer input).
 - Solvers work on the [T, T] Gram matrix `grads @ grads.T`, so their cost is
-  O(T^2 P) for the Gram matrix plus O(iterations * T^3). Every iterative solver
-  runs a fixed, documented number of iterations (`tf.while_loop`), never a
-  data-dependent Python loop.
+  O(T^2 P) for the Gram matrix plus O(iterations * T^3). Iterative solvers run
+  in a `tf.while_loop` (never a data-dependent Python loop): most for a fixed,
+  documented number of iterations; the exact QP solvers of `qp.py` (UPGrad,
+  MGDA, CAGrad, SDMGrad) and Nash-MTL's Newton method stop at their
+  convergence certificate, under a cap, and fall back to the equal-weight
+  direction with a printed warning if the cap is hit. Methods with
+  `float64_gram = True` form the Gram matrix and the weighted sum in float64.
 - Non-finite input: if `grads` (or the `losses` a method uses) contain a NaN or
   an infinity, the solvers run on sanitised zeros so that no linear-algebra op
   raises, the returned direction (and `task_weights`) is all NaN so the train
@@ -67,6 +71,10 @@ class Aggregator:
         weight_based: bool. True where the direction is `task_weights(...) @ grads`.
         stateful: bool. True where the method keeps `tf.Variable` state (EMA
             targets, buffers, a random generator).
+        float64_gram: bool. True where `_weights` receives a float64 Gram
+            matrix and the direction `w @ grads` is summed in float64 (the
+            exact solvers: float32 Gram entries lose the small tasks when
+            gradient norms differ by 1e4).
 
     Example:
     ```python
@@ -80,6 +88,7 @@ class Aggregator:
     requires_losses: bool = False
     weight_based: bool = False
     stateful: bool = False
+    float64_gram: bool = False
 
     def __init__(self):
         self.built = False
@@ -133,7 +142,11 @@ class Aggregator:
         """
         grads, losses, finite, dtype = self._prepare(grads, losses)
         self._maybe_build(grads)
-        if self.weight_based:
+        if self.weight_based and self.float64_gram:
+            grads64 = tf.cast(grads, tf.float64)
+            w = tf.cast(self._weights(grads, _gram(grads64), losses, finite), tf.float64)
+            d = tf.cast(tf.linalg.matvec(grads64, w, transpose_a=True), tf.float32)
+        elif self.weight_based:
             w = self._weights(grads, _gram(grads), losses, finite)
             d = tf.linalg.matvec(grads, w, transpose_a=True)
         else:
@@ -163,7 +176,8 @@ class Aggregator:
             )
         grads, losses, finite, _ = self._prepare(grads, losses)
         self._maybe_build(grads)
-        w = self._weights(grads, _gram(grads), losses, finite)
+        gram = _gram(tf.cast(grads, tf.float64)) if self.float64_gram else _gram(grads)
+        w = tf.cast(self._weights(grads, gram, losses, finite), tf.float32)
         return _nan_unless(finite, w)
 
     def get_config(self) -> dict:
@@ -309,43 +323,6 @@ def safe_divide(x, y):
     """x / y, with 0 where |y| is (nearly) zero."""
     ok = tf.abs(y) > TINY
     return tf.where(ok, x / tf.where(ok, y, tf.ones_like(y)), tf.zeros_like(x))
-
-
-def simplex_descent(f_and_grad, w0, max_iter, lip0):
-    """Projected gradient descent on the simplex, exactly `max_iter` steps, with an adaptive step 1/L.
-
-    A step is accepted when the sufficient-decrease test
-    `f(w') <= f(w) + grad·(w' - w) + L/2 ||w' - w||^2` holds (then L <- 0.7 L),
-    otherwise rejected and L <- 2 L, so the objective never increases. Used
-    by CAGrad's dual and SDMGrad's inner problem.
-
-    Args:
-        f_and_grad: callable w [T] -> (f scalar, gradient [T]).
-        w0: [T] starting point on the simplex.
-        max_iter: int. Number of steps (a fixed count inside the graph).
-        lip0: scalar tensor. Initial estimate of the Lipschitz constant L.
-
-    Returns:
-        w [T] on the simplex.
-    """
-
-    def body(i, w, f, grad, lip):
-        cand = project_simplex(w - grad / lip)
-        f_c, grad_c = f_and_grad(cand)
-        step = cand - w
-        ok = f_c <= f + tf.tensordot(grad, step, 1) + 0.5 * lip * tf.tensordot(step, step, 1) + 1e-12
-        return (
-            i + 1,
-            tf.where(ok, cand, w),
-            tf.where(ok, f_c, f),
-            tf.where(ok, grad_c, grad),
-            tf.clip_by_value(tf.where(ok, 0.7 * lip, 2.0 * lip), 1e-4, 1e10),
-        )
-
-    f0, g0 = f_and_grad(w0)
-    init = (tf.constant(0), w0, f0, g0, lip0)
-    _, w, _, _, _ = tf.while_loop(lambda i, *_: i < max_iter, body, init, maximum_iterations=max_iter)
-    return w
 
 
 def project_simplex(v):

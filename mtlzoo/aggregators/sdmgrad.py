@@ -4,37 +4,26 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from mtlzoo.aggregators.base import (
-    Aggregator, check_int, check_range, project_simplex, safe_divide, simplex_descent,
-)
+from mtlzoo.aggregators import qp
+from mtlzoo.aggregators.base import Aggregator, check_int, check_range, safe_divide
 from mtlzoo.registry import AGGREGATORS
 
 
 @tf.function(autograph=False)
-def sdmgrad_weights(gram, w0, lmbda, max_iter):
-    """Projected gradient descent on min_{w in simplex} ||G^T w + lmbda g0||^2.
+def sdmgrad_weights(gram, lmbda, max_iter):
+    """(w [T] float64, converged): the exact solution of min_{w in simplex} ||G^T w + lmbda g0||^2.
 
-    g0 = G^T b is the mean gradient (b = 1/T). Works on the Gram matrix divided
-    by the squared mean gradient norm, mean_t ||g_t|| (the authors' scaling,
-    without their +1e-4), so the weights do not depend on the gradient scale.
-    Exactly `max_iter` steps from `w0` (projected onto the simplex), with an adaptive step 1/L: a step is
-    accepted when the sufficient-decrease test holds (then L <- 0.7 L),
-    otherwise rejected and L <- 2 L, so the objective never increases.
-
-    Returns:
-        w [T] on the simplex.
+    g0 = G^T b is the mean gradient (b = 1/T), so the objective is
+    w^T K w + 2 lmbda w^T K b + const with K the Gram matrix: a simplex QP,
+    solved by `qp.simplex_qp` (primal active set in float64, at most
+    `max_iter` active-set changes). The Gram matrix is divided by the squared
+    mean gradient norm, mean_t ||g_t|| (the authors' scaling, without their
+    +1e-4; the minimiser does not depend on it).
     """
+    gram = tf.cast(gram, tf.float64)
     scale = tf.reduce_mean(tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0)))
     k = safe_divide(gram, scale * scale)
-    kb = tf.reduce_mean(k, axis=1)  # K b
-
-    def f_and_grad(w):
-        kw = tf.linalg.matvec(k, w)
-        f = tf.tensordot(w, kw, 1) + 2.0 * lmbda * tf.tensordot(w, kb, 1)
-        return f, 2.0 * (kw + lmbda * kb)
-
-    lip0 = tf.maximum(2.0 * tf.reduce_max(tf.linalg.diag_part(k)), 1e-4)
-    return simplex_descent(f_and_grad, project_simplex(w0), max_iter, lip0)
+    return qp.simplex_qp(k, lmbda * tf.reduce_mean(k, axis=1), max_iter)
 
 
 @AGGREGATORS.register("sdmgrad")
@@ -51,12 +40,12 @@ class SDMGrad(Aggregator):
 
     Like the authors' code, the Gram matrix is divided by the squared mean
     gradient norm. Differences from the authors' code: (1) the inner problem
-    takes `max_iter` projected-gradient steps with an adaptive step size and
-    sufficient-decrease test (the objective never increases) instead of SGD
-    with learning rate 10 and momentum 0.5, and starts every call from the
-    uniform weights, where the authors warm-start from the previous step's w
-    (so the method is stateless: one call's weights do not depend on earlier
-    calls; raise `max_iter` if the inner problem needs more steps); (2) the paper's stochastic
+    is solved exactly (a simplex QP, by the active-set method of
+    `mtlzoo.aggregators.qp`, see `sdmgrad_weights`) instead of by SGD with
+    learning rate 10 and momentum 0.5 warm-started from the previous step's
+    w (so the method is stateless: one call's weights do not depend on
+    earlier calls; past the `max_iter` cap the step uses equal weights and
+    prints a warning); (2) the paper's stochastic
     algorithm estimates the gradient of the inner objective from two
     independent mini-batches (double sampling, for an unbiased estimate);
     here one batch's gradients are used for both, as in most ports; (3) no
@@ -66,8 +55,9 @@ class SDMGrad(Aggregator):
     Args:
         lmbda: float. Regularisation towards the mean gradient, >= 0.
             Defaults to 0.3 (LibMTL's default, which ports the authors' code).
-        max_iter: int. Inner projected-gradient steps per call (>= 1).
-            Defaults to 20 (the authors' `niter`).
+        max_iter: int. Cap on the active-set changes of the inner solver
+            (>= 1); it stops earlier, at the exact solution (typically after
+            about T changes). Defaults to 100.
 
     Example:
     ```python
@@ -84,13 +74,16 @@ class SDMGrad(Aggregator):
 
     name = "sdmgrad"
     weight_based = True
+    float64_gram = True
 
-    def __init__(self, lmbda: float = 0.3, max_iter: int = 20):
+    def __init__(self, lmbda: float = 0.3, max_iter: int = 100):
         super().__init__()
         self.lmbda = check_range("SDMGrad", "lmbda", lmbda, low=0.0)
         self.max_iter = check_int("SDMGrad", "max_iter", max_iter, low=1)
 
     def _weights(self, grads, gram, losses, finite):
         t = grads.shape[0]
-        w = sdmgrad_weights(gram, tf.fill([t], 1.0 / t), self.lmbda, self.max_iter)
+        w, converged = sdmgrad_weights(gram, self.lmbda, self.max_iter)
+        qp.warn_unless(converged, "SDMGrad")
+        w = tf.where(converged, w, tf.fill([t], tf.constant(1.0 / t, tf.float64)))
         return (w + self.lmbda / t) / (1.0 + self.lmbda)

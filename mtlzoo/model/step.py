@@ -8,6 +8,7 @@ from keras import ops
 
 from mtlzoo import distribute
 from mtlzoo import step_state
+from mtlzoo.model import representation as representation_split
 from mtlzoo.model.labels import check_label_shape, check_labels
 
 def step_state_variables(model):
@@ -54,7 +55,9 @@ def train_step(model, data):
     state = model.step_state_variables()
     saved = step_state.snapshot(state)
     hook = model._hooks.gradient
-    representation = hook is not None and getattr(hook, "representation", False)
+    # GradDrop (level="representation") combines the feature gradients element-wise.
+    elementwise = representation_split.elementwise_aggregator(model, hook) if hook is not None else None
+    representation = hook is not None and (getattr(hook, "representation", False) or elementwise is not None)
     persistent = hook is not None and getattr(hook, "persistent_tape", True)
     features = None
     with tf.GradientTape(persistent=persistent) as tape:
@@ -77,7 +80,10 @@ def train_step(model, data):
         step_loss = model.scale_loss_for_step(total)
         step_extra = model.scale_loss_for_step(extra)
     variables = model.trainable_variables
-    if hook is not None:
+    if elementwise is not None:
+        grads = representation_split.elementwise_gradients(model, hook, tape, task_losses, step_extra, features,
+                                                           trunk_outputs)
+    elif hook is not None:
         kwargs = {"features": features, "trunk_outputs": trunk_outputs} if representation else {}
         grads = hook.gradients(model, tape, task_losses, step_loss, step_extra, **kwargs)
     else:
