@@ -68,6 +68,7 @@ def register_reader(name: str, reader) -> None:
 # The on-disk readers, adapted to the common signature (folder = data_dir).
 for _name in ("nyuv2_npy", "cityscapes_npy", "cityscapes", "bdd100k"):
     register_reader(_name, f"mtlzoo.data.adapters:{_name}")
+register_reader("correlated_tasks", "mtlzoo.data.correlated_tasks:load")  # Ma et al. 2018 synthetic pair
 
 
 def get_reader(name: str):
@@ -101,7 +102,8 @@ def load(
         name: str. One of `DATASETS` (e.g. "synthetic_driving").
         split: str. "train", "validation" or "test". Defaults to "train".
         batch_size: int > 0. Defaults to 8.
-        image_size: (H, W), both positive multiples of 32. Defaults to (128, 256).
+        image_size: (H, W), both positive multiples of 32, or None for datasets of vectors. Defaults to
+            (128, 256).
         data_dir: str or None. Where prepared files live; for
             `synthetic_driving`, giving one switches from on-the-fly rendering to
             tfds files prepared there (no download either way).
@@ -138,7 +140,7 @@ def load(
     ```
     """
     reader = get_reader(name)
-    image_size = validate_image_size(image_size)
+    image_size = None if image_size is None else validate_image_size(image_size)  # None: vector inputs
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:

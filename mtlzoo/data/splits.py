@@ -124,7 +124,7 @@ def load_split(data_config, split, *, image_size, batch_size, seed=0, tasks=None
                 f"Its options: {', '.join(sorted(accepted))}."
             )
         auto = {k: v for k, v in auto.items() if k in accepted}
-    kwargs = dict(split=split_name, batch_size=int(batch_size), image_size=tuple(image_size), seed=int(seed),
+    kwargs = dict(split=split_name, batch_size=int(batch_size), image_size=None if image_size is None else tuple(image_size), seed=int(seed),
                   data_dir=config.get("data_dir"), num_examples=count, **options)
     if not training:
         kwargs["shuffle"] = False

@@ -78,7 +78,8 @@ def _eval_dataset(model, data, split, num_examples, batch_size, data_dir):
     if batch_size is None:
         batch_size = int((recipe.training.get("batch_size") if recipe else None) or 8)
     tasks = _model_tasks(model)
-    ds = load_split(config, split, image_size=tuple(model.input_shape[1:3]), batch_size=batch_size,
+    size = tuple(model.input_shape[1:3]) if len(model.input_shape) == 4 else None  # None: vector inputs
+    ds = load_split(config, split, image_size=size, batch_size=batch_size,
                     seed=int(recipe.seed) if recipe else 0, tasks=list(tasks), training=False,
                     with_boxes="detection" in tasks.values())
     return ds, f"{config.get('name')}/{split}"

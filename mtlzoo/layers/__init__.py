@@ -6,7 +6,10 @@ from mtlzoo.layers.scaled_sigmoid import ScaledSigmoid
 from mtlzoo.layers.unit_normalization import UnitNormalization
 
 # attention layers (MTAN) -- one import line per layer file below
+from mtlzoo.layers.task_attention import TaskAttention
 # mixture-of-experts layers (MMoE, CGC/PLE, DSelect-k) -- one import line per layer file below
+from mtlzoo.layers.dselect_k_gate import DSelectKGate
+from mtlzoo.layers.expert_gate import ExpertGate
 # branching layers -- one import line per layer file below
 
 __all__ = sorted(name for name in dir() if name[:1].isupper())

@@ -9,6 +9,7 @@ from mtlzoo import distribute
 from mtlzoo import losses as losses_lib
 from mtlzoo import metrics as metrics_lib
 from mtlzoo.model import hooks, owned_weighting, parameters, penalties, representation, step, training_state
+from mtlzoo.model import gates as gates_lib
 from mtlzoo.registry import HEADS, suggestion
 
 
@@ -277,6 +278,13 @@ class MultiTaskModel(keras.Model):
     def remove_step_hook(self, hook):
         """Removes `hook` from the slots it occupies (no error when absent)."""
         return hooks.remove_step_hook(self, hook)
+
+    def gates(self, x):
+        """Per-task expert-gate weights on inputs `x`: {task: [batch, num_experts]} (PLE: a list, one per level).
+
+        Raises ValueError naming the sharing mode when the model has none; see `mtlzoo.model.gates.gates`.
+        """
+        return gates_lib.gates(self, x)
 
     def shared_representation_model(self):
         """(trunk, heads): the model split at the tensors where task layers read shared features.

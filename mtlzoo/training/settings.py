@@ -131,7 +131,7 @@ def resolve_train_data(recipe, data, validation_data, settings):
     if config is not None:
         if "name" in config:
             check_dataset_name(config["name"])
-        image_size = tuple(recipe.input_shape[:2])
+        image_size = tuple(recipe.input_shape[:2]) if len(recipe.input_shape) == 3 else None  # vectors: no size
         train_ds = load_split(config, "train", image_size=image_size, batch_size=batch, seed=seed,
                               tasks=list(recipe.tasks), training=True)
         if validation_data is None and config.get("validation_split", "validation") not in (None, False):
