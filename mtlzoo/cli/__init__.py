@@ -12,6 +12,7 @@ line, `mtlzoo COMMAND: error: ...`, naming the file or option, and exits 2;
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -46,6 +47,10 @@ def make_parser():
 
     cli_training.register(sub)
     cli_tune.register(sub)
+
+    from mtlzoo.cli import group as cli_group
+
+    cli_group.register(sub)
 
     p = sub.add_parser("bench", help="benchmarks, measured side by side: " + ", ".join(BENCHMARKS))
     p.add_argument("name", choices=BENCHMARKS + ("all",))
@@ -125,10 +130,13 @@ def main(argv=None):
     cli.main(["export", "zoo:driving_perception_lite", "--formats", "tflite", "--out", "exported"])
     ```
     """
+    from mtlzoo.cli.quiet import filtered_stderr, show_all_logs
+
     parser = make_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with contextlib.nullcontext() if show_all_logs(args) else filtered_stderr():
+            return args.func(args)
     except Exception as e:  # noqa: BLE001 - sorted below: expected ones become one line, the rest propagate
         if getattr(args, "debug", False) or not _is_expected(e):
             raise
