@@ -123,6 +123,9 @@ class Runner:
         backend: "ai_edge_litert" or "tf.lite".
         input_details: dict of the input tensor's details (name, shape, dtype,
             quantization) as reported by the signature runner.
+        static_batch: 1 for edge exports (`mtlzoo.export`: batch-1
+            signature; larger batches run one example at a time), None for
+            a free batch.
         output_details: dict output name -> details.
         task_names: output names in the model's task order.
         metadata: the export metadata ({} when none).
@@ -179,6 +182,10 @@ class Runner:
         self.metadata = metadata
         self.task_names = _order(list(self.output_details), metadata)
         self._rank = len(self.input_details["shape_signature"])
+        #: The model's fixed batch size (1 for mtlzoo edge exports), or None when free.
+        self.static_batch = int(self.input_details["shape_signature"][0]) if self._rank else None
+        if self.static_batch is not None and self.static_batch < 1:
+            self.static_batch = None
 
     @property
     def input_dtype(self):
@@ -225,7 +232,11 @@ class Runner:
                 raise ValueError(f"Expected one input ({self.input_name!r}); got {sorted(inputs)}.")
             inputs = next(iter(inputs.values()))
         x = self._quantize(_as_batch(inputs, self._rank))
-        out = self._runner(**{self.input_name: x})
+        if self.static_batch == 1 and len(x) != 1:  # edge models take one example: run them in turn
+            parts = [self._runner(**{self.input_name: x[i:i + 1]}) for i in range(len(x))]
+            out = {t: np.concatenate([p[t] for p in parts]) for t in self.task_names}
+        else:
+            out = self._runner(**{self.input_name: x})
         if raw:
             return {t: out[t] for t in self.task_names}
         return {t: self._dequantize(t, out[t]) for t in self.task_names}

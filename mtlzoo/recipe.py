@@ -25,11 +25,46 @@ import yaml
 from mtlzoo import backbones, heads, sharing  # noqa: F401  (registration)
 from mtlzoo.registry import AGGREGATORS, BACKBONES, HEADS, RECIPES, SHARING, WEIGHTINGS, suggestion
 from mtlzoo.task_spec import BACKBONE_RESERVED, RecipeError, SHARING_RESERVED, TaskSpec, accepted_args, check_keys, check_name, merge_task_settings
+from mtlzoo.schedules import SCHEDULE_KEYS, learning_rate_schedule
 from mtlzoo.validation import as_int
 
 
 # Weightings that need no callback: the loss weights stay as the recipe sets them.
 BUILTIN_WEIGHTINGS = ("fixed",)
+
+
+def seed_model_building(seed: int) -> None:
+    """Seeds what building a model draws from, leaving TensorFlow's global seed alone.
+
+    Keras initializers and dropout layers created without a `seed` draw one
+    from Python's `random` when they are constructed; seeding it (and NumPy,
+    and restarting Keras's global `SeedGenerator`) makes the same recipe and
+    seed give the same initial weights. `keras.utils.set_random_seed` does
+    this and also calls `tf.random.set_seed`, which clears the eager context's
+    kernel caches: every model built earlier in the process then re-creates
+    the kernels of its compiled train step on its next call (seconds; 7-12 s
+    for driving_perception_lite). Nothing mtlzoo builds needs TensorFlow's
+    global seed: data pipelines pass their own seed to `shuffle`, and
+    aggregators hold seeded `tf.random.Generator`s.
+
+    Args:
+        seed: int. The recipe's seed.
+
+    Example:
+    ```python
+    seed_model_building(0)
+    model = recipe.build()   # Recipe.build calls it with recipe.seed
+    ```
+    """
+    import random
+
+    import numpy as np
+    from keras.src.backend.common import global_state
+    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+
+    random.seed(seed)
+    np.random.seed(seed)
+    global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, None)
 
 
 def _recipes_dir() -> Path:
@@ -74,7 +109,15 @@ class Recipe:
         sharing: str. `hard`, `cross_stitch` or `soft_l2` (`mtlzoo.sharing.list()`).
         sharing_args: dict. Builder arguments (cross-stitch `mode`, `alpha_self`; soft_l2 `weight`).
         neck_channels: int. Width of the FPN neck.
-        optimizer: dict. `{"name": "adam", "learning_rate": 1e-3, ...}` (any Keras optimizer).
+        bn_momentum: float or None. Momentum of every BatchNormalization layer of the model (backbone, neck,
+            heads), or None to keep each layer's default (Keras: 0.99). Short trainings need a lower value: at
+            0.99 the moving statistics still hold 0.99^steps of their initial values, and inference-mode
+            outputs are wrong until they have converged.
+        optimizer: dict. `{"name": "adam", "learning_rate": 1e-3, ...}` (any Keras optimizer), plus an optional
+            learning-rate schedule made with Keras's own `CosineDecay`: `schedule: cosine`, `warmup` (a fraction
+            of the steps, or a number of steps; linear warm-up from 0), `final_lr_fraction` (the end of the
+            decay, as a fraction of `learning_rate`; default 0) and `decay_steps` (total steps; `mtlzoo.train`
+            fills it in from the epochs and the data).
         weighting: str. Loss weighting: `fixed` (the recipe's loss weights) or a registered method.
         weighting_args: dict. Hyperparameters of the weighting method.
         aggregator: str or None. A gradient aggregator (`mtlzoo.aggregators.list()`), or None.
@@ -94,6 +137,7 @@ class Recipe:
     sharing: str = "hard"
     sharing_args: dict = dataclasses.field(default_factory=dict)
     neck_channels: int = 64
+    bn_momentum: float | None = None
     optimizer: dict = dataclasses.field(default_factory=lambda: {"name": "adam", "learning_rate": 1e-3})
     weighting: str = "fixed"
     weighting_args: dict = dataclasses.field(default_factory=dict)
@@ -155,6 +199,12 @@ class Recipe:
             raise RecipeError(f"{where}: sharing {self.sharing!r} needs at least two tasks; use sharing: hard.")
         try:
             self.neck_channels = as_int(where, "neck_channels", self.neck_channels, low=1)
+            if self.bn_momentum is not None:
+                if isinstance(self.bn_momentum, bool) or not isinstance(self.bn_momentum, (int, float)) \
+                        or not 0.0 < float(self.bn_momentum) < 1.0:
+                    raise ValueError(f"{where}: bn_momentum must be a number in (0, 1) or null, got {self.bn_momentum!r} "
+                                     "(e.g. 0.9 for short trainings).")
+                self.bn_momentum = float(self.bn_momentum)
             self.seed = as_int(where, "seed", self.seed, low=0)
         except ValueError as e:
             raise RecipeError(str(e)) from None
@@ -257,13 +307,19 @@ class Recipe:
         return Recipe.from_dict(data)
 
     # ------------------------------------------------------------ building
-    def build(self, compile: bool = True):
-        """Builds (and by default compiles) the `MultiTaskModel` this recipe describes."""
+    def build(self, compile: bool = True, total_steps: int | None = None):
+        """Builds (and by default compiles) the `MultiTaskModel` this recipe describes.
+
+        Args:
+            compile: bool. Compile with the recipe's optimizer, weighting and aggregator. Defaults to True.
+            total_steps: int or None. Training steps, for an optimizer `schedule` without `decay_steps`
+                (`mtlzoo.train` passes it).
+        """
         import keras
 
         from mtlzoo.model import MultiTaskModel
 
-        keras.utils.set_random_seed(int(self.seed))
+        seed_model_building(int(self.seed))  # not keras.utils.set_random_seed: it would stall other models
         heads = {t: HEADS.get(spec.kind)(**spec.head_args) for t, spec in self.tasks.items()}
         backbone = functools.partial(
             BACKBONES.get(self.backbone), tuple(self.input_shape), weights=self.weights, **self.backbone_args
@@ -284,23 +340,35 @@ class Recipe:
             weighting=None if self.weighting == "fixed" else {"name": self.weighting, "config": dict(self.weighting_args)},
             name=self.name,
         )
+        if self.bn_momentum is not None:
+            from mtlzoo.model.parameters import set_bn_momentum
+
+            set_bn_momentum(model, self.bn_momentum)
         if compile:
-            self.compile(model)
+            self.compile(model, total_steps=total_steps)
         return model
 
-    def make_optimizer(self):
+    def make_optimizer(self, total_steps: int | None = None):
+        """The recipe's Keras optimizer; its learning rate follows `schedule` when the recipe gives one."""
         import keras
 
         config = dict(self.optimizer)
         name = config.pop("name")
+        schedule = {k: config.pop(k) for k in SCHEDULE_KEYS if k in config}
+        if schedule.get("schedule") is not None:
+            try:
+                config["learning_rate"] = learning_rate_schedule(config.get("learning_rate", 1e-3), schedule,
+                                                                 total_steps, f"recipe {self.name!r}: optimizer")
+            except ValueError as e:
+                raise RecipeError(str(e)) from None
         try:
             return keras.optimizers.get({"class_name": name, "config": config})
         except (ValueError, TypeError) as e:
             raise RecipeError(f"recipe {self.name!r}: cannot make optimizer {self.optimizer!r}: {e}") from None
 
-    def compile(self, model):
+    def compile(self, model, total_steps: int | None = None):
         """Compiles `model` with the recipe's optimizer, weighting hook and aggregator."""
-        model.compile(optimizer=self.make_optimizer())
+        model.compile(optimizer=self.make_optimizer(total_steps))
         from mtlzoo import training_hooks
 
         training_hooks.install(model, self)

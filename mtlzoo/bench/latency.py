@@ -10,15 +10,25 @@ the Keras direct call:
   inside a `tf.function` (the reference, ratio 1.0);
 - the SavedModel `serving_default` signature (`tf.saved_model.load`);
 - TFLite float32, float16 and int8 models on the `ai_edge_litert`
-  interpreter with 1 and 2 threads;
+  interpreter with 1 and 2 threads, as `mtlzoo.export` writes them (static
+  batch 1, `mtlzoo.export.edge_graph`), each with the number of delegated
+  (XNNPACK) partitions and the ops left on the builtin kernels
+  (`mtlzoo.export.tflite.delegation`); with `dynamic=true`, also the same
+  models converted from the free-batch serving SavedModel (the export before
+  static edge graphs) as `tflite_*_dynamic_t*`;
 - the multi-task model against the sum of its single-task models (one model
   per task built with `mtlzoo.build(recipe, tasks=[t])`, each called in turn),
   as Keras direct calls and as float32 TFLite (1 thread): what serving each
   task with its own network would cost. Single-task models of recipes with
   cross-stitch or soft sharing (which need two tasks) use hard sharing.
 
-File sizes of every exported model are reported too. Weights are the
-recipe's initial ones (latency does not depend on their values); int8 is
+The int8/float32 ratios at each thread count and int8 against the Keras
+direct call are reported (`int8_vs_float32`). File sizes of every exported
+model are reported too. Weights are the
+recipe's initial ones, or a trained model's with `model=zoo:NAME` (or a
+`.keras` path): float latency does not depend on them, int8 does (untrained
+BatchNorm statistics give activation ranges for which XNNPACK refuses some
+int8 ADDs, which then run outside its partition); int8 is
 calibrated on synthetic street scenes (or random vectors).
 
 Example:
@@ -44,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 _DEFAULTS = {"recipe": "driving_perception_lite", "overrides": [], "repeats": 30, "out": None,
-             "warmup": 5, "threads": (1, 2), "single_task": True}
+             "warmup": 5, "threads": (1, 2), "single_task": True, "dynamic": False, "model": None}
 
 
 def _options(args) -> dict:
@@ -73,6 +83,8 @@ def _options(args) -> dict:
     opts["overrides"] = dict(overrides or {}, **extra)
     opts["repeats"] = max(1, int(opts["repeats"]))
     opts["warmup"] = max(1, int(opts["warmup"]))
+    opts["dynamic"] = str(opts["dynamic"]).lower() in ("1", "true", "yes")
+    opts["single_task"] = str(opts["single_task"]).lower() in ("1", "true", "yes")
     threads = opts["threads"]
     opts["threads"] = (int(threads),) if isinstance(threads, (int, str)) else tuple(int(t) for t in threads)
     return opts
@@ -107,8 +119,12 @@ def _single_task_models(recipe, overrides, tasks):
     return single
 
 
-def measure(candidates: dict, x, repeats: int, warmup: int) -> dict:
+def measure(candidates: dict, x, repeats: int, warmup: int, cpu: dict = None) -> dict:
     """Interleaved timing: dict name -> list of seconds per call (`repeats` samples each).
+
+    `cpu`, when given a dict, receives name -> list of the process CPU seconds
+    of each call (all threads): on a loaded machine the CPU time of a
+    one-thread runtime is its cost without the time it waited for a core.
 
     Args:
         candidates: dict name -> callable(x).
@@ -124,9 +140,11 @@ def measure(candidates: dict, x, repeats: int, warmup: int) -> dict:
     for r in range(repeats):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             candidates[name](x)
             samples[name].append(time.perf_counter() - start)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(time.process_time() - start_cpu)
     return samples
 
 
@@ -147,14 +165,21 @@ def run(args=None) -> dict:
             default "driving_perception_lite"), `overrides` (list of
             "key=value" recipe overrides, or a dict), `repeats` (timed calls
             per candidate, default 30), `out` (JSON path or None); optional
-            `warmup` (default 5), `threads` (default (1, 2)) and `single_task`
-            (compare with single-task models, default True). In a dict (as
+            `warmup` (default 5), `threads` (default (1, 2)), `single_task`
+            (compare with single-task models, default True), `dynamic` (also
+            time free-batch TFLite conversions, default False) and `model`
+            (a `.keras` file or `zoo:NAME` to time instead of the recipe's
+            untrained model: untrained BatchNorm statistics give int8 scales
+            that XNNPACK refuses for some ops). In a dict (as
             `mtlzoo bench latency key=value ...` passes it), other keys are
             recipe overrides.
 
     Returns:
         dict with `candidates` (name -> median_ms, p10_ms, p90_ms,
-        ratio_to_keras_direct, threads, size_bytes), `mtl_vs_single_task`
+        ratio_to_keras_direct, cpu_median_ms (process CPU time per call),
+        threads, size_bytes, and for TFLite files input_shape, partitions
+        and undelegated_ops), `int8_vs_float32` (int8 latency over float32
+        and over the Keras direct call, wall and CPU), `mtl_vs_single_task`
         (Keras and TFLite medians of the MTL model and of the sum of
         single-task models, and their ratio), `sizes`, the recipe and the
         settings.
@@ -165,10 +190,14 @@ def run(args=None) -> dict:
     import mtlzoo
     from mtlzoo.edge import Runner
     from mtlzoo.export import FORMAT_FILES, export
+    from mtlzoo.export import tflite as tfl
     from mtlzoo.export.saved_model import SavedModelFunction, keras_direct_call
     opts = _options(args)
     overrides = opts["overrides"]
-    model = mtlzoo.build(opts["recipe"], compile=False, **overrides)
+    if opts["model"]:  # trained weights: int8 calibration (and so XNNPACK's int8 support) depends on them
+        model = mtlzoo.load(opts["model"], compile=False)
+    else:
+        model = mtlzoo.build(opts["recipe"], compile=False, **overrides)
     calibration = _calibration(model)
     x = calibration[:1]
     workdir = Path(tempfile.mkdtemp(prefix="mtlzoo_latency_"))
@@ -186,11 +215,23 @@ def run(args=None) -> dict:
         }
         info = {"keras_predict": {}, "keras_predict_on_batch": {}, "keras_direct": {},
                 "saved_model": {"size_bytes": _folder_bytes(result.paths["saved_model"])}}
-        for fmt, label in (("tflite", "float32"), ("tflite_fp16", "fp16"), ("tflite_int8", "int8")):
+        files = {f"tflite_{label}": result.paths[fmt]
+                 for fmt, label in (("tflite", "float32"), ("tflite_fp16", "fp16"), ("tflite_int8", "int8"))}
+        if opts["dynamic"]:  # the same models from the free-batch serving SavedModel
+            for label in ("float32", "fp16", "int8"):
+                path = workdir / f"dynamic_{label}.tflite"
+                path.write_bytes(tfl.convert(result.paths["saved_model"], label, representative=calibration,
+                                             model=model))
+                files[f"tflite_{label}_dynamic"] = path
+        for stem, path in files.items():
+            delegation = tfl.analyze(path)  # XNNPACK partitions and the ops outside them
             for threads in opts["threads"]:
-                name = f"tflite_{label}_t{threads}"
-                candidates[name] = Runner(result.paths[fmt], num_threads=threads)
-                info[name] = {"threads": threads, "size_bytes": _folder_bytes(result.paths[fmt])}
+                name = f"{stem}_t{threads}"
+                runner = candidates[name] = Runner(path, num_threads=threads)
+                info[name] = {"threads": threads, "size_bytes": _folder_bytes(path),
+                              "input_shape": [int(d) for d in runner.input_details["shape_signature"]],
+                              "partitions": delegation["partitions"],
+                              "undelegated_ops": delegation["undelegated_ops"]}
 
         single_keras = single_tflite = None
         singles = {}
@@ -215,7 +256,8 @@ def run(args=None) -> dict:
         level = tf.get_logger().level
         tf.get_logger().setLevel("ERROR")
         try:
-            samples = measure(candidates, x, opts["repeats"], opts["warmup"])
+            cpu_samples = {}
+            samples = measure(candidates, x, opts["repeats"], opts["warmup"], cpu=cpu_samples)
         finally:
             tf.get_logger().setLevel(level)
     finally:
@@ -231,8 +273,19 @@ def run(args=None) -> dict:
             "p10_ms": round(float(np.percentile(arr, 10)), 3),
             "p90_ms": round(float(np.percentile(arr, 90)), 3),
             "ratio_to_keras_direct": round(medians[name] / ref, 3),
+            "cpu_median_ms": round(1e3 * statistics.median(cpu_samples[name]), 3),
             **info.get(name, {}),
         }
+    int8_ratios = {}
+    for stem in ("tflite", "tflite_dynamic"):
+        suffix = "_dynamic" if stem.endswith("dynamic") else ""
+        for threads in opts["threads"]:
+            i8, f32 = f"tflite_int8{suffix}_t{threads}", f"tflite_float32{suffix}_t{threads}"
+            if i8 in medians and f32 in medians:
+                int8_ratios[f"int8_over_float32{suffix}_t{threads}"] = round(medians[i8] / medians[f32], 3)
+                int8_ratios[f"int8_over_keras_direct{suffix}_t{threads}"] = round(medians[i8] / ref, 3)
+                int8_ratios[f"int8_over_float32{suffix}_t{threads}_cpu"] = round(
+                    statistics.median(cpu_samples[i8]) / statistics.median(cpu_samples[f32]), 3)
     comparison = {}
     if single_keras is not None:
         comparison = {
@@ -249,6 +302,7 @@ def run(args=None) -> dict:
                 medians["single_task_sum_tflite_float32_t1"] / medians["tflite_float32_t1"], 3)
     report = {
         "recipe": opts["recipe"],
+        "model": opts["model"],
         "overrides": overrides,
         "input_shape": list(model.inputs[0].shape[1:]),
         "tasks": list(model.task_names),
@@ -258,17 +312,25 @@ def run(args=None) -> dict:
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
         "export_seconds": round(export_seconds, 1),
         "candidates": out,
+        "int8_vs_float32": int8_ratios,
         "mtl_vs_single_task": comparison,
     }
     rows = []
     for name, entry in out.items():
         size = entry.get("size_bytes")
+        left = entry.get("undelegated_ops")
+        left = "-" if left is None else " ".join(f"{k}x{v}" for k, v in left.items()) or "none"
         rows.append([name, f"{entry['median_ms']:.2f}", f"{entry['p10_ms']:.2f}-{entry['p90_ms']:.2f}",
-                     f"{entry['ratio_to_keras_direct']:.2f}x", "-" if size is None else f"{size / 1e6:.2f}"])
+                     f"{entry['ratio_to_keras_direct']:.2f}x", f"{entry['cpu_median_ms']:.2f}",
+                     "-" if size is None else f"{size / 1e6:.2f}",
+                     entry.get("partitions", "-"), left])
     shape = "x".join(map(str, report["input_shape"]))
     print(f"batch-1 latency, {opts['recipe']} {shape}, tasks {', '.join(model.task_names)}; "
           f"{opts['repeats']} interleaved repeats, {os.cpu_count()} CPUs")
-    print(_table(rows, ["runtime", "median ms", "p10-p90 ms", "vs keras direct", "MB"]))
+    print(_table(rows, ["runtime", "median ms", "p10-p90 ms", "vs keras direct", "CPU ms", "MB", "XNNPACK partitions",
+                        "ops on builtin kernels"]))
+    if int8_ratios:
+        print("int8 latency: " + ", ".join(f"{k} {v:.2f}x" for k, v in int8_ratios.items()))
     if comparison:
         text = (f"MTL vs {len(model.task_names)} single-task models: Keras {comparison['keras_direct_mtl_ms']:.2f} ms "
                 f"vs {comparison['keras_direct_single_task_sum_ms']:.2f} ms ({comparison['keras_speedup_of_mtl']:.2f}x)")

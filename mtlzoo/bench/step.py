@@ -1,6 +1,7 @@
 """`mtlzoo bench step`: train-step cost of every weighting and aggregator, as ratios.
 
-All candidates are built on the same recipe, traced once, then timed in
+All candidates are built on the same recipe, traced once, stepped once more
+after the last build (so no side effect of a build lands in a timed round), then timed in
 interleaved rounds (one round = `steps` calls of each candidate in turn), so a
 noisy neighbour slows every candidate alike. Reported per candidate: the median
 step time over rounds, its ratio to the equal-weight step, and its ratio to the
@@ -190,13 +191,18 @@ def run(args=None) -> dict:
 
     models = {}
     candidates = _candidates(opts["methods"])
+    # Each model is traced right after its build, and every one takes one more untimed step after the last
+    # build: whatever a build does to the process (`tf.random.set_seed` clears TensorFlow's kernel caches,
+    # which stalls the next step of every compiled model for seconds; `Recipe.build` no longer calls it)
+    # cannot land in a timed round.
     for i, (name, kind, spec) in enumerate(candidates):
         began = time.perf_counter()
-        model = _build_candidate(recipe, kind, spec, opts["jit_compile"])
+        models[name] = model = _build_candidate(recipe, kind, spec, opts["jit_compile"])
         for _ in range(int(opts["warmup"])):  # trace, then a few slow first executions
             model.train_on_batch(x, y)
-        models[name] = model
         print(f"  [{i + 1}/{len(candidates)}] {name}: built and traced in {time.perf_counter() - began:.0f} s", flush=True)
+    for model in models.values():
+        model.train_on_batch(x, y)
 
     times = {name: [] for name in models}
     for _ in range(int(opts["rounds"])):

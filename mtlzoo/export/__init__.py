@@ -6,9 +6,11 @@
   and `serving_postprocessed` (class maps, decoded boxes, probabilities), for
   TF Serving (`mtlzoo.export.saved_model`);
 - `model_float32.tflite`, `model_fp16.tflite`, `model_int8.tflite` —
-  builtin-op TFLite models converted from that SavedModel, with a
-  `serving_default` signature whose outputs are named by task
-  (`mtlzoo.export.tflite`); run them with `mtlzoo.edge.load`;
+  builtin-op TFLite models converted from an edge copy of that SavedModel
+  with a static batch of 1, so that XNNPACK runs the whole graph as one
+  partition (`mtlzoo.export.edge_graph`), with a `serving_default` signature
+  whose outputs are named by task (`mtlzoo.export.tflite`); run them with
+  `mtlzoo.edge.load`;
 - `mtlzoo_export.json` — task order and kinds, class names, input name and
   shape, recipe, versions (read by `mtlzoo.edge` and `mtlzoo.predict`);
 - `verification.json` and `verification.md` — every file checked against the
@@ -49,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from mtlzoo.export.atomic import MARKER_FILE, atomic_directory, check_target
+from mtlzoo.export.edge_graph import export_edge_saved_model
 from mtlzoo.export.tflite import ConversionError
 from mtlzoo.export.verify import TOLERANCES, ExportVerificationError, run_batched, verify_tflite
 
@@ -220,6 +223,7 @@ def export(
     int8_max_drop=None,
     postprocessed=True,
     detection_options=None,
+    edge_batch_size=1,
 ):
     """Exports a multi-task model for deployment, verifies every file and publishes the folder atomically.
 
@@ -252,6 +256,11 @@ def export(
         postprocessed: bool. Add the `serving_postprocessed` SavedModel signature. Defaults to True.
         detection_options: dict. In-graph detection decoding options
             (`max_detections`, `score_threshold`, `pool_size`).
+        edge_batch_size: int or None. Static batch of the TFLite models
+            (`mtlzoo.export.edge_graph`: no run-time shape ops, one XNNPACK
+            partition; `mtlzoo.edge.Runner` runs larger batches one example at
+            a time). None keeps a free batch. The SavedModel always has a free
+            batch. Defaults to 1.
 
     Returns:
         `ExportResult` with `.paths` (format -> path) and `.report`.
@@ -347,24 +356,35 @@ def export(
                     entry["postprocessed_outputs"] = sorted(got)
             report["formats"]["saved_model"] = entry
             paths["saved_model"] = out_dir / FORMAT_FILES["saved_model"]
+        edge_dirs = {}  # precision family -> (edge SavedModel folder, rewrites)
         for fmt in formats:
             if fmt == "saved_model":
                 continue
             precision = _PRECISION[fmt]
             start = time.perf_counter()
+            family = "int8" if precision == "int8" else "float"
+            if family not in edge_dirs:
+                folder = staging / f".edge_{family}"
+                edge_dirs[family] = folder, export_edge_saved_model(model, folder, precision, edge_batch_size)
             flatbuffer = tfl.convert(
-                sm_dir, precision, representative=representative_data, int8_io=int8_io and precision == "int8",
-                model=model, input_rank=input_rank, num_calibration=num_calibration,
+                edge_dirs[family][0], precision, representative=representative_data,
+                int8_io=int8_io and precision == "int8", model=model, input_rank=input_rank,
+                num_calibration=num_calibration,
             )
             seconds = time.perf_counter() - start
             file = staging / FORMAT_FILES[fmt]
             file.write_bytes(flatbuffer)
             entry = {"file": FORMAT_FILES[fmt], "size_bytes": len(flatbuffer), "convert_seconds": round(seconds, 2),
-                     "ops": tfl.op_names(flatbuffer)}
+                     "ops": tfl.op_names(flatbuffer), "rewrites": edge_dirs[family][1]}
+            delegation = tfl.analyze(flatbuffer)
+            entry["input_shape"] = [int(d) for d in tfl.signature_input_shape(flatbuffer)]
+            entry["delegation"] = {k: delegation[k] for k in ("partitions", "ops", "delegated_ops", "undelegated_ops")}
             paths[fmt] = out_dir / FORMAT_FILES[fmt]
             if verify:
                 verify_tflite(model, file, fmt, entry, reference, x_verify, labels, tol, int8_max_drop)
             report["formats"][fmt] = entry
+        for folder, _ in edge_dirs.values():
+            shutil.rmtree(folder)
         if "saved_model" not in formats:
             shutil.rmtree(sm_dir)
         for fmt, entry in report["formats"].items():

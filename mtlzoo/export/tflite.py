@@ -307,6 +307,18 @@ def op_names(model) -> list:
     return sorted({op["op_name"] for op in interpreter._get_ops_details()})
 
 
+def signature_input_shape(model) -> list:
+    """The `serving_default` input's shape signature of a TFLite model (bytes or path); -1 = free size."""
+    Interpreter, _ = interpreter_class()
+    with _quiet():
+        if isinstance(model, (bytes, bytearray)):
+            interpreter = Interpreter(model_content=bytes(model))
+        else:
+            interpreter = Interpreter(model_path=os.fspath(model))
+    inputs = interpreter.get_signature_runner(SERVING_DEFAULT).get_input_details()
+    return [int(d) for d in next(iter(inputs.values()))["shape_signature"]]
+
+
 def signature_io(model) -> dict:
     """dict signature -> {"inputs": [...], "outputs": [...]} of a TFLite model (bytes or path)."""
     Interpreter, _ = interpreter_class()
@@ -316,3 +328,72 @@ def signature_io(model) -> dict:
         else:
             interpreter = Interpreter(model_path=os.fspath(model))
     return interpreter.get_signature_list()
+
+
+def delegation(interpreter) -> dict:
+    """How an allocated interpreter runs its model: delegated partitions, and the ops left outside them.
+
+    The CPU runtimes apply their default delegate (XNNPACK) when tensors are
+    allocated: each delegated partition becomes one `DELEGATE` node appended
+    after the model's own nodes, whose inputs and outputs are the partition's
+    boundary tensors. A model node belongs to a partition when it is reached
+    by walking back from the partition's outputs without crossing its inputs;
+    the nodes no partition covers run on the runtime's builtin (reference)
+    kernels.
+
+    Args:
+        interpreter: an `ai_edge_litert` or `tf.lite` interpreter after `allocate_tensors()`.
+
+    Returns:
+        dict with `partitions` (delegated partitions, XNNPACK on CPU), `ops`
+        (nodes of the model), `delegated_ops`, and `undelegated_ops` (dict op
+        name -> count of the nodes on the builtin kernels; empty when the
+        whole graph is delegated).
+    """
+    details = interpreter._get_ops_details()
+    nodes = {op["index"]: op for op in details if op["op_name"] != "DELEGATE"}
+    delegates = [op for op in details if op["op_name"] == "DELEGATE"]
+    producer = {int(t): op["index"] for op in nodes.values() for t in op["outputs"]}
+    covered = set()
+    for partition in delegates:
+        boundary = {int(t) for t in partition["inputs"]}
+        stack = [int(t) for t in partition["outputs"]]
+        while stack:
+            tensor = stack.pop()
+            node = producer.get(tensor)
+            if tensor in boundary or node is None or node in covered:
+                continue
+            covered.add(node)
+            stack.extend(int(t) for t in nodes[node]["inputs"] if t >= 0)
+    left = {}
+    for index, op in sorted(nodes.items()):
+        if index not in covered:
+            left[op["op_name"]] = left.get(op["op_name"], 0) + 1
+    return {"partitions": len(delegates), "ops": len(nodes), "delegated_ops": len(covered),
+            "undelegated_ops": dict(sorted(left.items()))}
+
+
+def analyze(model, num_threads: int = 1) -> dict:
+    """`delegation` of a TFLite model (bytes or path) on this machine's interpreter, plus its op counts.
+
+    Example:
+    ```python
+    info = tflite.analyze("saved_models/driving_perception_lite/model_int8.tflite")
+    info["partitions"], info["undelegated_ops"]    # (1, {})
+    ```
+    """
+    Interpreter, backend = interpreter_class()
+    with _quiet():
+        if isinstance(model, (bytes, bytearray)):
+            interpreter = Interpreter(model_content=bytes(model), num_threads=num_threads)
+        else:
+            interpreter = Interpreter(model_path=os.fspath(model), num_threads=num_threads)
+    interpreter.allocate_tensors()
+    info = delegation(interpreter)
+    counts = {}
+    for op in interpreter._get_ops_details():
+        if op["op_name"] != "DELEGATE":
+            counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+    info["op_counts"] = dict(sorted(counts.items()))
+    info["backend"] = backend
+    return info

@@ -298,6 +298,13 @@ def to_markdown(report: dict) -> str:
             facts.append(f"I/O {entry['io']}")
         if entry.get("tolerance") is not None:
             facts.append(f"tolerance {entry['tolerance']:g}")
+        if entry.get("input_shape"):
+            facts.append(f"input shape {entry['input_shape']}")
+        if entry.get("delegation"):
+            d = entry["delegation"]
+            left = ", ".join(f"{k} x{v}" for k, v in d["undelegated_ops"].items()) or "none"
+            facts.append(f"{d['partitions']} delegated partition(s) holding {d['delegated_ops']} of {d['ops']} ops, "
+                         f"on the builtin kernels: {left}")
         if entry.get("ops"):
             facts.append(f"ops: {', '.join(entry['ops'])}")
         if entry.get("signatures"):

@@ -15,7 +15,7 @@ import tensorflow as tf
 from mtlzoo import fileio
 from mtlzoo.data.checks import check_dataset
 from mtlzoo.data.splits import DataCheckError
-from mtlzoo.recipe import Recipe, get_recipe
+from mtlzoo.recipe import Recipe, get_recipe, seed_model_building
 from mtlzoo.training.callbacks import AtomicModelCheckpoint, LossWeightLogger, StepTimer, StopOnNonFinite
 from mtlzoo.training.run_folder import HistoryCSV, RunBackup, RunFolderError, backup_state, clear_run, load_run_weights, plan_run, read_csv_history
 from mtlzoo.training.settings import resolve_train_data, strategy_or_none, training_settings
@@ -167,8 +167,9 @@ def train(recipe, data=None, epochs=None, out_dir=None, strategy=None, callbacks
 
 def _train(recipe, settings, data, out_dir, strategy, callbacks, validation_data, verbose, plan):
     strategy = strategy_or_none(strategy)
-    # Seed first: tf.data derives its shuffle seeds from the global seed too.
-    keras.utils.set_random_seed(int(recipe.seed))
+    # Seed first, without tf.random.set_seed (which clears TensorFlow's kernel caches and stalls every other model
+    # of the process): mtlzoo's pipelines and aggregators carry their own seeds.
+    seed_model_building(int(recipe.seed))
 
     # Data and checks, before any model is built.
     train_ds, val_ds = resolve_train_data(recipe, data, validation_data, settings)
@@ -191,7 +192,7 @@ def _train(recipe, settings, data, out_dir, strategy, callbacks, validation_data
         fileio.atomic_write_text(os.path.join(out_dir, "recipe.yaml"), recipe.to_yaml())
 
     # Model. A learning-rate schedule spans the whole run: epochs × batches per epoch.
-    keras.utils.set_random_seed(int(recipe.seed))
+    seed_model_building(int(recipe.seed))
     per_epoch = settings["steps_per_epoch"] or int(train_ds.cardinality())
     total_steps = settings["epochs"] * per_epoch if per_epoch > 0 else None
     if strategy is not None:
