@@ -12,6 +12,7 @@ from mtlzoo.export.edge_graph import DYNAMIC_SHAPE_OPS, edge_friendly, export_ed
 # The trained tiny model and its export (all formats) are shared with test_export.py.
 from test_export import hard_export, hard_model, images, keras_outputs  # noqa: F401
 
+
 TFLITE_FORMATS = ("tflite", "tflite_fp16", "tflite_int8")
 
 
@@ -106,6 +107,7 @@ def test_shipped_edge_models_are_static_batch_one_partition():
         assert info["partitions"] == 1 and info["undelegated_ops"] == {}, (file, info)
 
 
+@pytest.mark.benchmark  # runs `mtlzoo bench latency`: on demand, `pytest -m benchmark`
 def test_bench_latency_reports_partitions_and_ops_on_builtin_kernels():
     from mtlzoo.bench.latency import run
     from mtlzoo.testing import TINY_IMAGE

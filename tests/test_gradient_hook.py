@@ -116,6 +116,7 @@ def test_hook_conflicts_are_errors():
         model.set_step_hook(AggregatorHook(mtlzoo.aggregators.get("mgda")))
 
 
+@pytest.mark.benchmark  # runs `mtlzoo bench step` in a fresh process: on demand
 def test_bench_step_reports_time_and_memory_ratios():
     """`mtlzoo bench step` in a fresh process: every candidate timed against equal and T backward passes,
     with the step's peak memory from the BFC allocator statistics."""

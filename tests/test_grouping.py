@@ -12,6 +12,7 @@ from mtlzoo import cli
 from mtlzoo.diagnostics.grouping import best_groupings, choose_grouping, group_recipe, partition_score
 from mtlzoo.testing import TINY_IMAGE, random_inputs, random_labels
 
+
 PAIRS = [["segmentation", "depth"], ["detection", "scene"]]
 BRANCH = ["stage2", "stage3", "neck"]
 
@@ -243,7 +244,7 @@ def test_group_command_rejects_bad_options_before_training(tmp_path, capsys):
     assert not (tmp_path / "g.yaml").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark  # trains 4 models through the methods benchmark, whose machinery CI checks in test_bench_methods
 def test_delta_m_benchmark_smoke_budget(tmp_path):
     from mtlzoo.bench import grouping
 

@@ -118,9 +118,11 @@ def test_recipe_trains_and_reloads(recipe, sharing, batch_factory, tmp_path):
     for task in spec.tasks:
         np.testing.assert_allclose(again[task], after[task], rtol=1e-5, atol=1e-5)
     assert reloaded.get_loss_weights() == pytest.approx(model.get_loss_weights())
-    # The reloaded model is compiled with the heads' losses and keeps training.
+    # The reloaded model is compiled with the heads' losses and keeps training (once per recipe: compiling from the
+    # saved config does not depend on the sharing mode, and each retrace costs seconds).
     assert reloaded.compiled
-    reloaded.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    if sharing == mtlzoo.get_recipe(recipe).sharing:
+        reloaded.fit(x, y, epochs=1, batch_size=4, verbose=0)
 
 
 def test_build_default_recipe_has_four_driving_tasks():

@@ -334,10 +334,10 @@ def _check_files(out):
     return read_history_rows(history)
 
 
-@pytest.mark.slow
 KILLS = 12  # each kill costs a child's start-up (about 3 s on 2 cores); 12 random moments hit writes too
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_loses_nothing(tmp_path):
     out = str(tmp_path / "run")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}

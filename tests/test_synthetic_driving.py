@@ -18,6 +18,7 @@ from mtlzoo.data.synthetic_driving import (
 )
 from mtlzoo.heads.centernet_targets import encode_centernet_targets
 
+
 tfds.disable_progress_bar()
 
 SIZE = (128, 256)
@@ -302,6 +303,7 @@ def test_unknown_dataset_lists_known_names():
         mtlzoo.data.load("imagenet")
 
 
+@pytest.mark.benchmark  # runs `mtlzoo bench data`: on demand
 def test_bench_data_reports_throughput(capsys):
     from mtlzoo.bench.data import run
 

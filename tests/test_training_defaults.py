@@ -120,3 +120,12 @@ def test_defaults_benchmark_variants_accumulate_and_tabulate(tmp_path):
     table = defaults.report(str(tmp_path)).splitlines()
     assert table[0] == "| variant | seeds | seg miou ↑ | train loss |"
     assert table[2] == "| before | 2 | 0.2 ± 0.14 | 1 ± 0 |" and table[3] == "| bn_momentum | 1 | 0.5 | 1 |"
+
+
+def test_defaults_table_goes_between_its_markers(tmp_path):
+    doc = tmp_path / "b.md"
+    doc.write_text("intro\n<!-- defaults-demo:begin -->\nold\n<!-- defaults-demo:end -->\nafter\n")
+    assert defaults.write_table(str(doc), "demo", "| t |")
+    text = doc.read_text()
+    assert "old" not in text and "| t |" in text and text.startswith("intro") and text.endswith("after\n")
+    assert not defaults.write_table(str(doc), "standard", "| t |")  # no markers for that budget: left alone

@@ -124,6 +124,7 @@ def run(args=None) -> str:
     from mtlzoo.fileio import RunLock, atomic_write_json
 
     opts = {"budget": "demo", "seeds": "0,1", "variants": None, "results": os.path.join("docs", "results", "defaults"),
+            "doc": os.path.join("docs", "benchmarks.md"),
             **({} if args is None else {k: v for k, v in (args if isinstance(args, dict) else vars(args)).items()
                                         if v is not None})}
     if opts["budget"] not in BUDGETS:
@@ -148,7 +149,23 @@ def run(args=None) -> str:
                 print(f"  [{i + 1}/{len(todo)}] {variant} seed {seed}: {result['wall_s']:.0f} s", flush=True)
     table = report(folder)
     print(table)
+    if opts.get("doc"):
+        write_table(opts["doc"], opts["budget"], table)
     return table
+
+
+def write_table(doc, budget, table) -> bool:
+    """Puts `table` between `<!-- defaults-BUDGET:begin -->` and `<!-- defaults-BUDGET:end -->` of `doc` (when there)."""
+    from mtlzoo.fileio import atomic_write_text
+
+    begin, end = f"<!-- defaults-{budget}:begin -->", f"<!-- defaults-{budget}:end -->"
+    text = open(doc).read() if os.path.exists(doc) else ""
+    if begin not in text or end not in text:
+        return False
+    header = f"Budget `{budget}` ({BUDGETS[budget]['num_train']} scenes, {BUDGETS[budget]['epochs']} epochs of batch " \
+             f"{BUDGETS[budget]['batch_size']}); validation metrics, mean ± std over seeds:"
+    atomic_write_text(doc, text[: text.index(begin)] + f"{begin}\n{header}\n\n{table}\n{end}" + text[text.index(end) + len(end):])
+    return True
 
 
 def main(argv=None):
@@ -157,6 +174,7 @@ def main(argv=None):
     parser.add_argument("--seeds", help="default 0,1")
     parser.add_argument("--variants", help="comma list (default all): " + ", ".join(v for v, _ in VARIANTS))
     parser.add_argument("--results", help="default docs/results/defaults")
+    parser.add_argument("--doc", help="markdown file with the defaults-BUDGET markers (default docs/benchmarks.md)")
     run(parser.parse_args(argv))
     return 0
 
