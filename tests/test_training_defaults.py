@@ -35,8 +35,9 @@ def test_bn_momentum_reaches_every_batchnorm_and_survives_saving(tmp_path):
     assert {layer.momentum for layer in layers} == {0.9}
     model.save(tmp_path / "m.keras")
     assert {layer.momentum for layer in _batchnorms(mtlzoo.load(tmp_path / "m.keras", compile=False))} == {0.9}
-    default = mtlzoo.build("driving_perception_lite", compile=False, **TINY_IMAGE)
-    assert 0.99 in {layer.momentum for layer in _batchnorms(default)}
+    default = mtlzoo.build("driving_perception_lite", compile=False, bn_momentum=None, **TINY_IMAGE)
+    assert 0.99 in {layer.momentum for layer in _batchnorms(default)}  # None: each layer's own default
+    assert mtlzoo.get_recipe("driving_perception_lite").bn_momentum == 0.9  # the shipped recipe's default
 
 
 def test_bn_momentum_moves_the_moving_statistics_faster():
