@@ -137,7 +137,9 @@ def test_every_format_round_trips_hard_sharing(hard_model, hard_export):
 def test_cross_stitch_round_trips_with_int8_io(tmp_path):
     model = train_briefly(mtlzoo.build("driving_perception_cross_stitch", tasks=["depth", "scene"], **TINY), steps=8)
     val = validation(model.task_names, n=8)
-    result = export(model, tmp_path / "cs", formats="all", representative_data=val, int8_io=True, postprocessed=False)
+    # The two formats checked below (the SavedModel and fp16 paths are covered by the hard-sharing export).
+    result = export(model, tmp_path / "cs", formats=["tflite", "tflite_int8"], representative_data=val, int8_io=True,
+                    postprocessed=False)
     assert result.passed
     x = images(2)
     ref = keras_outputs(model, x)
