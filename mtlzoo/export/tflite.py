@@ -296,37 +296,31 @@ def interpreter_class():
         return tf.lite.Interpreter, "tf.lite"
 
 
-def op_names(model) -> list:
-    """Sorted names of the ops in a TFLite model (bytes or path), e.g. `["CONV_2D", ...]`."""
+def open_interpreter(model):
+    """A TFLite interpreter (LiteRT when installed) of a model given as bytes or a path, its start-up notices hidden."""
     Interpreter, _ = interpreter_class()
     with _quiet():
         if isinstance(model, (bytes, bytearray)):
-            interpreter = Interpreter(model_content=bytes(model))
-        else:
-            interpreter = Interpreter(model_path=os.fspath(model))
+            return Interpreter(model_content=bytes(model))
+        return Interpreter(model_path=os.fspath(model))
+
+
+def op_names(model) -> list:
+    """Sorted names of the ops in a TFLite model (bytes or path), e.g. `["CONV_2D", ...]`."""
+    interpreter = open_interpreter(model)
     return sorted({op["op_name"] for op in interpreter._get_ops_details()})
 
 
 def signature_input_shape(model) -> list:
     """The `serving_default` input's shape signature of a TFLite model (bytes or path); -1 = free size."""
-    Interpreter, _ = interpreter_class()
-    with _quiet():
-        if isinstance(model, (bytes, bytearray)):
-            interpreter = Interpreter(model_content=bytes(model))
-        else:
-            interpreter = Interpreter(model_path=os.fspath(model))
+    interpreter = open_interpreter(model)
     inputs = interpreter.get_signature_runner(SERVING_DEFAULT).get_input_details()
     return [int(d) for d in next(iter(inputs.values()))["shape_signature"]]
 
 
 def signature_io(model) -> dict:
     """dict signature -> {"inputs": [...], "outputs": [...]} of a TFLite model (bytes or path)."""
-    Interpreter, _ = interpreter_class()
-    with _quiet():
-        if isinstance(model, (bytes, bytearray)):
-            interpreter = Interpreter(model_content=bytes(model))
-        else:
-            interpreter = Interpreter(model_path=os.fspath(model))
+    interpreter = open_interpreter(model)
     return interpreter.get_signature_list()
 
 
