@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from mtlzoo.layers.expert_gate import check_gate_inputs, mix_experts
+from mtlzoo.layers.expert_gate import check_gate_inputs, mix_experts, mixture_output_shape
 
 _EPSILON = 1e-6
 
@@ -141,10 +141,7 @@ class DSelectKGate(keras.layers.Layer):
         return (mixture, weights) if self.return_weights else mixture
 
     def compute_output_shape(self, input_shape):
-        mixture = tuple(input_shape[0])
-        if self.return_weights:
-            return mixture, (input_shape[-1][0], len(input_shape) - 1)
-        return mixture
+        return mixture_output_shape(input_shape, self.return_weights)
 
     def get_config(self):
         config = super().get_config()

@@ -4,6 +4,12 @@ import keras
 from keras import ops
 
 
+def mixture_output_shape(input_shape, return_weights):
+    """Output shape of a gate layer called on [expert_1, ..., expert_n, gate_input]: the mixture's, plus [B, n]."""
+    mixture = tuple(input_shape[0])
+    return (mixture, (input_shape[-1][0], len(input_shape) - 1)) if return_weights else mixture
+
+
 def mix_experts(experts, weights):
     """`Σ_i weights[:, i] · experts[i]` for expert tensors of one shape [B, ...] and weights [B, n]."""
     stacked = ops.stack(experts, axis=-1)  # [B, ..., n]
@@ -90,10 +96,7 @@ class ExpertGate(keras.layers.Layer):
         return (mixture, weights) if self.return_weights else mixture
 
     def compute_output_shape(self, input_shape):
-        mixture = tuple(input_shape[0])
-        if self.return_weights:
-            return mixture, (input_shape[-1][0], len(input_shape) - 1)
-        return mixture
+        return mixture_output_shape(input_shape, self.return_weights)
 
     def get_config(self):
         config = super().get_config()
