@@ -23,7 +23,7 @@ _LAZY = {
 }
 # Submodules reachable as attributes without an explicit import: `mtlzoo.edge.load(...)`,
 # `mtlzoo.export(model, ...)` (the export package is callable: it runs `mtlzoo.export.export`).
-_SUBMODULES = ("edge", "zoo", "export", "predict", "aggregators", "weighting", "data", "heads", "backbones",
+_SUBMODULES = ("edge", "zoo", "optimizers", "export", "predict", "aggregators", "weighting", "data", "heads", "backbones",
                "layers", "losses", "metrics", "diagnostics", "testing", "flops")
 
 

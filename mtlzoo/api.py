@@ -66,6 +66,7 @@ def load(path, compile=True):
     import mtlzoo.losses  # noqa: F401
     import mtlzoo.metrics  # noqa: F401
     import mtlzoo.model  # noqa: F401
+    import mtlzoo.optimizers  # noqa: F401
 
     from mtlzoo import zoo
     from mtlzoo.fileio import ModelFileError  # light (NumPy only); one error class for every model file

@@ -117,7 +117,9 @@ class Recipe:
             learning-rate schedule made with Keras's own `CosineDecay`: `schedule: cosine`, `warmup` (a fraction
             of the steps, or a number of steps; linear warm-up from 0), `final_lr_fraction` (the end of the
             decay, as a fraction of `learning_rate`; default 0) and `decay_steps` (total steps; `mtlzoo.train`
-            fills it in from the epochs and the data).
+            fills it in from the epochs and the data). `adam` and `adamw` are `mtlzoo.optimizers.FusedAdam(W)`:
+            Keras's Adam with one fused update op per variable on TensorFlow (same result; `fused: false` keeps
+            Keras's own class).
         weighting: str. Loss weighting: `fixed` (the recipe's loss weights) or a registered method.
         weighting_args: dict. Hyperparameters of the weighting method.
         aggregator: str or None. A gradient aggregator (`mtlzoo.aggregators.list()`), or None.
@@ -361,7 +363,14 @@ class Recipe:
                                                                  total_steps, f"recipe {self.name!r}: optimizer")
             except ValueError as e:
                 raise RecipeError(str(e)) from None
+        fused = config.pop("fused", True)
+        if not isinstance(fused, bool):
+            raise RecipeError(f"recipe {self.name!r}: optimizer `fused` must be true or false, got {fused!r}.")
         try:
+            if fused and str(name).lower() in ("adam", "adamw"):
+                from mtlzoo.optimizers import FusedAdam, FusedAdamW
+
+                return (FusedAdam if str(name).lower() == "adam" else FusedAdamW)(**config)
             return keras.optimizers.get({"class_name": name, "config": config})
         except (ValueError, TypeError) as e:
             raise RecipeError(f"recipe {self.name!r}: cannot make optimizer {self.optimizer!r}: {e}") from None

@@ -27,7 +27,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-__all__ = ["collect_variables", "snapshot", "restore_unless", "all_finite_state", "unique"]
+__all__ = ["collect_variables", "snapshot", "restore_unless", "all_finite", "all_finite_state", "unique"]
 
 
 def _is_variable(value) -> bool:
@@ -87,17 +87,52 @@ def snapshot(variables) -> list:
     return [tf.identity(_value(v)) for v in variables]
 
 
+def all_finite(tensors):
+    """Scalar bool tensor: every floating-point tensor (or variable) in `tensors` holds only finite values.
+
+    One reduction per tensor and one test in all: the sum of a tensor is
+    finite exactly when its elements are, except for finite elements whose
+    sum overflows float32 (beyond ±3.4e38), which also counts as non-finite.
+    This keeps the check to one op per tensor instead of three, which
+    matters in a train step that checks every gradient and statistic.
+    """
+    tensors = [_value(t) if _is_variable(t) else t for t in tensors if t is not None]
+    sums = [tf.reduce_sum(tf.cast(t, "float32")) for t in tensors if tf.as_dtype(t.dtype).is_floating]
+    if not sums:
+        return tf.constant(True)
+    return tf.math.is_finite(tf.add_n(sums) if len(sums) > 1 else sums[0])
+
+
 def all_finite_state(variables):
     """Scalar bool tensor: every floating-point variable holds only finite values."""
-    flag = tf.constant(True)
-    for v in variables:
-        value = _value(v)
-        if value.dtype.is_floating:
-            flag = tf.logical_and(flag, tf.reduce_all(tf.math.is_finite(value)))
-    return flag
+    return all_finite(variables)
 
 
 def restore_unless(keep, variables, saved) -> None:
-    """Assigns each variable its saved value unless `keep` (a scalar bool tensor) is True."""
-    for v, old in zip(variables, saved):
-        v.assign(tf.where(keep, _value(v), old))
+    """Assigns each variable its saved value unless `keep` (a scalar bool tensor) is True.
+
+    In a graph the assignments sit in the false branch of one `tf.cond`, so
+    a kept step runs none of them (under a multi-replica strategy each
+    variable is assigned a `tf.where` of the two values instead).
+    """
+    pairs = list(zip(variables, saved))
+    if not pairs:
+        return
+
+    def restore():
+        for v, old in pairs:
+            v.assign(old)
+        return tf.constant(False)
+
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        # A mirrored variable's assignment in replica context is a merge_call, which TensorFlow refuses inside
+        # a cond: select the value instead (every replica assigns).
+        for v, old in pairs:
+            v.assign(tf.where(keep, _value(v), old))
+        return
+    if tf.executing_eagerly():
+        if not bool(keep):
+            restore()
+        return
+    tf.cond(keep, lambda: tf.constant(True), restore)

@@ -52,6 +52,7 @@ FLOORS = {
     "mtlzoo.gradient_hook": 2,
     "mtlzoo.distribute": 2,
     "mtlzoo.step_state": 2,
+    "mtlzoo.optimizers": 2,  # Keras optimizers with fused TensorFlow updates
     "mtlzoo.schedules": 2,  # learning-rate schedules named by a recipe's optimizer
     # 3 model: the Keras contract and the plumbing it delegates to.
     "mtlzoo.model": 3,

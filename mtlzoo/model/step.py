@@ -95,13 +95,9 @@ def train_step(model, data):
 
 def apply_if_finite(model, total, grads, variables, state=(), saved=()):
     """Applies the gradients only when the step is finite; otherwise restores the saved state (a skipped step)."""
-    finite = tf.math.is_finite(total)
-    for g in grads:
-        if g is not None:
-            finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
-    # A forward pass that overflowed BatchNorm statistics (e.g. after a
-    # huge learning rate) is as broken as a NaN loss.
-    finite = tf.logical_and(finite, step_state.all_finite_state(state))
+    # One check over the loss, every gradient and every statistic the forward pass wrote: a forward pass that
+    # overflowed BatchNorm statistics (e.g. after a huge learning rate) is as broken as a NaN loss.
+    finite = step_state.all_finite([total, *grads, *state])
     pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
     if pairs:
         # Under tf.distribute all replicas skip together (the flag is
