@@ -112,3 +112,20 @@ def test_restore_unless_in_a_graph_restores_only_a_skipped_step(keep):
 
     step(tf.constant(keep))
     np.testing.assert_array_equal(np.asarray(v), [10.0, 20.0] if keep else [1.0, 2.0])
+
+
+def test_masked_cross_entropy_equals_keras_with_its_gradient():
+    from mtlzoo.losses import MaskedSparseCategoricalCrossentropy
+
+    rng = np.random.RandomState(0)
+    logits = tf.constant(rng.randn(2, 4, 6, 5).astype("float32") * 3)
+    labels = rng.randint(-1, 5, (2, 4, 6)).astype("int32")
+    valid = labels >= 0
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        ours = MaskedSparseCategoricalCrossentropy()(labels, logits)
+        per = keras.losses.sparse_categorical_crossentropy(np.where(valid, labels, 0), logits, from_logits=True)
+        theirs = tf.reduce_sum(per * valid) / valid.sum()
+    np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(ours, logits).numpy(), tape.gradient(theirs, logits).numpy(), atol=1e-7)
+    assert np.abs(tape.gradient(ours, logits).numpy()[~valid]).max() == 0.0  # missing labels get no gradient

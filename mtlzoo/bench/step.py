@@ -18,6 +18,22 @@ what was allocated before it (`tf.config.experimental.get_memory_info`), and
 that extra against the equal-weight step in units of the [T, P] gradient
 matrix of the shared parameters (T tasks × P shared parameters × 4 bytes).
 
+PyTorch reference (`compare=torch`, needs `pip install 'mtlzoo[compare]'`):
+the same architecture, losses and Adam in PyTorch
+(`mtlzoo.bench.torch_reference`), one model per candidate that has a
+counterpart built the same way (equal, t_backward, pcgrad, mgda_ub), timed
+interleaved with the TensorFlow candidates in the same rounds, on the same
+batch values and with TensorFlow's thread count; the table gains "torch ms"
+and "× torch". `channels_last=true` trains the PyTorch models in the
+channels-last memory format. `breakdown=true` prints the equal-weight step
+in four cumulative stages for both: forward + losses (TF under a
+`GradientTape`, both in training mode); + the backward through the heads only
+(the trunk's outputs detached; in TF the model split at its shared features,
+`shared_representation_model`, with `tf.stop_gradient` between the parts,
+which runs the same layers as the whole model); + the full backward; the full
+step (TF: `train_on_batch`, with its streaming metrics; PyTorch: zero_grad,
+forward, losses, backward, Adam).
+
 Example:
 ```python
 from mtlzoo.bench.step import run
@@ -41,6 +57,9 @@ _DEFAULTS = {
     "methods": None,
     "jit_compile": False,
     "memory": True,
+    "compare": None,
+    "breakdown": False,
+    "channels_last": False,
 }
 
 
@@ -81,6 +100,8 @@ def _candidates(methods):
     for name in mtlzoo.weighting.list():
         out.append((f"weighting:{name}", "weighting", name))
     if methods:
+        if isinstance(methods, str):  # methods=equal,pcgrad on the command line
+            methods = [m.strip() for m in methods.split(",") if m.strip()]
         wanted = set(methods) | {"equal", "t_backward"}
         out = [c for c in out if c[0] in wanted or c[0].split(":")[-1] in wanted]
     return out
@@ -122,6 +143,102 @@ def _build_candidate(recipe, kind, spec, jit_compile):
         callback.set_model(model)
         callback.on_train_begin({})
     return model
+
+
+def _flag(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no", "off", "none")
+    return bool(value)
+
+
+def _torch_reference(compare):
+    """The PyTorch reference module (imported only here: everything else runs without torch)."""
+    if str(compare).strip().lower() != "torch":
+        raise ValueError(f"compare={compare!r}: the only reference framework is PyTorch; use compare=torch.")
+    from mtlzoo.bench import torch_reference  # raises an ImportError naming pip install 'mtlzoo[compare]'
+
+    return torch_reference
+
+
+def _tf_threads() -> int:
+    import os
+
+    import tensorflow as tf
+
+    return tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+
+
+def _tf_stages(model, x, y):
+    """The equal-weight step in four cumulative stages, as callables (see the module docstring)."""
+    import tensorflow as tf
+
+    trunk, heads = model.shared_representation_model()
+    head_vars = [v for vs in model.variable_groups()[1].values() for v in vs]
+    xt, yt = tf.constant(x), {t: tf.constant(v) for t, v in y.items()}
+
+    def total(y_pred):
+        return model.combine_task_losses(model.compute_task_losses(yt, y_pred))
+
+    @tf.function
+    def forward():
+        with tf.GradientTape():
+            return total(model(xt, training=True))
+
+    @tf.function
+    def heads_backward():
+        with tf.GradientTape() as tape:
+            features = [tf.stop_gradient(f) for f in trunk(xt, training=True)]
+            loss = total(heads(features, training=True))
+        return tape.gradient(loss, head_vars)
+
+    @tf.function
+    def full_backward():
+        with tf.GradientTape() as tape:
+            loss = total(model(xt, training=True))
+        return tape.gradient(loss, model.trainable_variables)
+
+    return {"forward+losses": forward, "+heads backward": heads_backward, "+full backward": full_backward,
+            "full step": lambda: model.train_on_batch(x, y)}
+
+
+def _interleaved(pairs, rounds, steps):
+    """Median seconds per call of each (name, callable) in `pairs`, timed in turn within each round."""
+    times = {name: [] for name, _ in pairs}
+    for _ in range(int(rounds)):
+        for name, fn in pairs:
+            start = time.perf_counter()
+            for _ in range(int(steps)):
+                fn()
+            times[name].append((time.perf_counter() - start) / int(steps))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def _breakdown(opts, recipe, model, x, y, ref_module, threads):
+    """Prints the four-stage breakdown of the equal-weight step, TF and PyTorch side by side."""
+    tf_fns = _tf_stages(model, x, y)
+    pairs = []
+    torch_fns = {}
+    if ref_module is not None:
+        ref = ref_module.TorchReference.from_recipe(recipe, threads=threads, channels_last=_flag(opts["channels_last"]))
+        torch_fns = ref.stages(*ref.batch(x, y))
+    for stage, fn in tf_fns.items():
+        for _ in range(int(opts["warmup"])):
+            fn()
+            if stage in torch_fns:
+                torch_fns[stage]()
+        pairs.append((("tf", stage), fn))
+        if stage in torch_fns:
+            pairs.append((("torch", stage), torch_fns[stage]))
+    med = _interleaved(pairs, opts["rounds"], opts["steps"])
+    print("| stage (equal weights) | TF ms | torch ms | × torch |")
+    print("| --- | ---: | ---: | ---: |")
+    out = {}
+    for stage in tf_fns:
+        tf_ms, torch_ms = 1000 * med[("tf", stage)], 1000 * med.get(("torch", stage), float("nan"))
+        out[stage] = {"tf_ms": tf_ms, "torch_ms": torch_ms}
+        theirs = f"{torch_ms:.1f} | {tf_ms / torch_ms:.2f}" if stage in torch_fns else "- | -"
+        print(f"| {stage} | {tf_ms:.1f} | {theirs} |")
+    return out
 
 
 def _batch(recipe, batch_size):
@@ -175,8 +292,10 @@ def run(args=None) -> dict:
     Args:
         args: Namespace, dict or None with `recipe`, `overrides` (dict, or a
             list of key=value strings), `batch_size`, `steps` (per round), `rounds`, `methods`
-            (names to keep; default all), `jit_compile` and `memory` (peak
-            step memory per candidate: true, "isolated" or false; see above).
+            (names to keep, a list or a comma-separated string; default all), `jit_compile`, `memory` (peak
+            step memory per candidate: true, "isolated" or false; see above), `compare` ("torch": time the
+            PyTorch counterparts too), `channels_last` (PyTorch memory format) and `breakdown` (the four-stage
+            breakdown of the equal-weight step, both frameworks).
     """
     import os
 
@@ -186,8 +305,10 @@ def run(args=None) -> dict:
     isolated = isinstance(opts["memory"], str)
     if opts["memory"] is True:
         os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")  # read when TensorFlow creates its CPU allocator
+    ref_module = _torch_reference(opts["compare"]) if opts["compare"] else None  # fail before building anything
     recipe = _recipe(opts)
     x, y = _batch(recipe, opts["batch_size"])
+    threads = _tf_threads()
 
     models = {}
     candidates = _candidates(opts["methods"])
@@ -201,17 +322,20 @@ def run(args=None) -> dict:
         for _ in range(int(opts["warmup"])):  # trace, then a few slow first executions
             model.train_on_batch(x, y)
         print(f"  [{i + 1}/{len(candidates)}] {name}: built and traced in {time.perf_counter() - began:.0f} s", flush=True)
+    torch_steps = {}
+    if ref_module is not None:
+        torch_steps = ref_module.counterparts(recipe, list(models), x, y, threads, _flag(opts["channels_last"]),
+                                              int(opts["warmup"]))
     for model in models.values():
         model.train_on_batch(x, y)
 
-    times = {name: [] for name in models}
-    for _ in range(int(opts["rounds"])):
-        for name, model in models.items():
-            start = time.perf_counter()
-            for _ in range(int(opts["steps"])):
-                model.train_on_batch(x, y)
-            times[name].append((time.perf_counter() - start) / int(opts["steps"]))
-    med = {name: statistics.median(ts) for name, ts in times.items()}
+    pairs = []
+    for name, model in models.items():  # each PyTorch counterpart right after its TF candidate, every round
+        pairs.append((name, lambda model=model: model.train_on_batch(x, y)))
+        if name in torch_steps:
+            pairs.append((("torch", name), torch_steps[name]))
+    timed = _interleaved(pairs, opts["rounds"], opts["steps"])
+    med = {name: timed[name] for name in models}
     memory = {}
     if isolated:
         for name in models:
@@ -229,24 +353,36 @@ def run(args=None) -> dict:
     matrix_bytes = 4 * len(recipe.tasks) * sum(math.prod(v.shape) for v in shared)
     base, floor = med["equal"], med["t_backward"]
     rows = {name: {"ms": 1000 * m, "vs_equal": m / base, "vs_t_backward": m / floor} for name, m in med.items()}
+    for name in torch_steps:
+        rows[name]["torch_ms"] = 1000 * timed[("torch", name)]
+        rows[name]["x_torch"] = med[name] / timed[("torch", name)]
     for name, peak in memory.items():
         rows[name]["peak_mb"] = peak / 2**20
         rows[name]["extra_vs_equal_in_TP"] = (peak - memory["equal"]) / matrix_bytes if matrix_bytes else None
     print(f"recipe {recipe.name} {recipe.input_shape} batch {opts['batch_size']}, T={len(recipe.tasks)}, "
           f"jit_compile={bool(opts['jit_compile'])}, {opts['rounds']} rounds x {opts['steps']} steps, median; "
-          f"[T, P] gradient matrix of the shared parameters = {matrix_bytes / 2**20:.1f} MB")
+          f"[T, P] gradient matrix of the shared parameters = {matrix_bytes / 2**20:.1f} MB; {threads} threads"
+          + (f"; PyTorch {ref_module.torch.__version__}"
+             f"{' channels_last' if _flag(opts['channels_last']) else ''}" if ref_module else ""))
     header = "| method | step ms | × equal | × T backward passes |"
+    if ref_module:
+        header += " torch ms | × torch |"
     if memory:
         header += " step peak MB | extra vs equal, in [T, P] |"
     print(header, flush=True)
-    print("| --- | ---: | ---: | ---: |" + (" ---: | ---: |" if memory else ""))
+    print("| --- | ---: | ---: | ---: |" + (" ---: | ---: |" if ref_module else "") + (" ---: | ---: |" if memory else ""))
     for name, r in rows.items():
         line = f"| {name} | {r['ms']:.1f} | {r['vs_equal']:.2f} | {r['vs_t_backward']:.2f} |"
+        if ref_module:
+            line += f" {r['torch_ms']:.1f} | {r['x_torch']:.2f} |" if "torch_ms" in r else " - | - |"
         if "peak_mb" in r:
             line += f" {r['peak_mb']:.1f} | {r['extra_vs_equal_in_TP']:+.2f} |"
         print(line)
-    return {"recipe": recipe.name, "rows": rows, "matrix_bytes": matrix_bytes,
-            "options": {k: v for k, v in opts.items() if k != "overrides"}}
+    result = {"recipe": recipe.name, "rows": rows, "matrix_bytes": matrix_bytes, "threads": threads,
+              "options": {k: v for k, v in opts.items() if k != "overrides"}}
+    if _flag(opts["breakdown"]):
+        result["breakdown"] = _breakdown(opts, recipe, models["equal"], x, y, ref_module, threads)
+    return result
 
 
 if __name__ == "__main__":

@@ -26,10 +26,10 @@ class _FusedAdamUpdate:
         finally:
             self._fused_scalars = {}
 
-    def _fused_step_scalars(self, learning_rate):
+    def _fused_step_scalars(self, learning_rate, device):
         import tensorflow as tf
 
-        key = (id(tf.compat.v1.get_default_graph()), tf.constant(0.0).device)
+        key = (id(tf.compat.v1.get_default_graph()), device)
         cached = getattr(self, "_fused_scalars", None)
         if cached is None:
             cached = self._fused_scalars = {}
@@ -51,7 +51,8 @@ class _FusedAdamUpdate:
         m, v = self._momentums[index], self._velocities[index]
         m = m.value if isinstance(m, keras.Variable) else m
         v = v.value if isinstance(v, keras.Variable) else v
-        beta_1_power, beta_2_power, lr, beta_1, beta_2, epsilon = self._fused_step_scalars(learning_rate)
+        beta_1_power, beta_2_power, lr, beta_1, beta_2, epsilon = self._fused_step_scalars(learning_rate,
+                                                                                            variable.device)
         return tf.raw_ops.ResourceApplyAdam(
             var=variable.handle, m=m.handle, v=v.handle, beta1_power=beta_1_power, beta2_power=beta_2_power,
             lr=lr, beta1=beta_1, beta2=beta_2, epsilon=epsilon, grad=tf.cast(gradient, "float32"),
