@@ -198,7 +198,7 @@ def _tf_stages(model, x, y):
         return tape.gradient(loss, model.trainable_variables)
 
     return {"forward+losses": forward, "+heads backward": heads_backward, "+full backward": full_backward,
-            "full step": lambda: model.train_on_batch(x, y)}
+            "full step": lambda: model.train_on_batch(xt, yt)}
 
 
 def _interleaved(pairs, rounds, steps):
@@ -248,6 +248,14 @@ def _batch(recipe, batch_size):
     return random_inputs(probe, batch_size), random_labels(probe, batch_size)
 
 
+def _tensors(x, y):
+    """The batch as TensorFlow tensors, made once: `fit` feeds tensors from tf.data, so a timed step should not
+    convert NumPy arrays on every call (a copy of every input that the PyTorch side does not pay either)."""
+    import tensorflow as tf
+
+    return tf.constant(x), {t: tf.constant(v) for t, v in y.items()}
+
+
 def _recipe(opts):
     from mtlzoo.recipe import get_recipe, parse_cli_overrides
 
@@ -278,7 +286,7 @@ def _memory_of(name, opts):
     import json
 
     recipe = _recipe(opts)
-    x, y = _batch(recipe, int(opts["batch_size"]))
+    x, y = _tensors(*_batch(recipe, int(opts["batch_size"])))
     (_, kind, spec), = [c for c in _candidates(None) if c[0] == name]
     model = _build_candidate(recipe, kind, spec, opts.get("jit_compile", False))
     for _ in range(int(opts.get("warmup", 3))):
@@ -307,7 +315,8 @@ def run(args=None) -> dict:
         os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")  # read when TensorFlow creates its CPU allocator
     ref_module = _torch_reference(opts["compare"]) if opts["compare"] else None  # fail before building anything
     recipe = _recipe(opts)
-    x, y = _batch(recipe, opts["batch_size"])
+    x_np, y_np = _batch(recipe, opts["batch_size"])
+    x, y = _tensors(x_np, y_np)
     threads = _tf_threads()
 
     models = {}
@@ -324,7 +333,7 @@ def run(args=None) -> dict:
         print(f"  [{i + 1}/{len(candidates)}] {name}: built and traced in {time.perf_counter() - began:.0f} s", flush=True)
     torch_steps = {}
     if ref_module is not None:
-        torch_steps = ref_module.counterparts(recipe, list(models), x, y, threads, _flag(opts["channels_last"]),
+        torch_steps = ref_module.counterparts(recipe, list(models), x_np, y_np, threads, _flag(opts["channels_last"]),
                                               int(opts["warmup"]))
     for model in models.values():
         model.train_on_batch(x, y)
@@ -381,7 +390,7 @@ def run(args=None) -> dict:
     result = {"recipe": recipe.name, "rows": rows, "matrix_bytes": matrix_bytes, "threads": threads,
               "options": {k: v for k, v in opts.items() if k != "overrides"}}
     if _flag(opts["breakdown"]):
-        result["breakdown"] = _breakdown(opts, recipe, models["equal"], x, y, ref_module, threads)
+        result["breakdown"] = _breakdown(opts, recipe, models["equal"], x_np, y_np, ref_module, threads)
     return result
 
 
