@@ -50,3 +50,23 @@ def random_inputs(model, n, seed=0):
     shape = tuple(model.input_shape[1:])
     scale = 255.0 if len(shape) == 3 else 1.0
     return (rng.uniform(0, 1, (n,) + shape) * scale).astype("float32")
+
+
+def predict_eager(model, x):
+    """Inference-mode outputs of `model` on `x` as NumPy, from one eager call.
+
+    For tests on tiny inputs: `predict_on_batch` traces a predict function
+    first (seconds for a multi-task model), an eager call does not.
+
+    Example:
+    ```python
+    from mtlzoo.testing import predict_eager
+    outputs = predict_eager(model, x)   # {task: np.ndarray}
+    ```
+    """
+    import numpy as np
+
+    out = model(x, training=False)
+    if isinstance(out, dict):
+        return {task: np.asarray(value) for task, value in out.items()}
+    return np.asarray(out)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mtlzoo
-from mtlzoo.testing import TINY_IMAGE
+from mtlzoo.testing import TINY_IMAGE, predict_eager
 
 TASKS = ["depth", "scene"]
 
@@ -41,10 +41,10 @@ def test_columns_start_as_the_single_task_models(single_task_models, sharing, ar
     model = mtlzoo.build("driving_perception_lite", tasks=TASKS, sharing=sharing, compile=False,
                          sharing_args={**args, "init_from": str(single_task_models)}, **TINY_IMAGE)
     x = _image()
-    out = model.predict_on_batch(x)
+    out = predict_eager(model, x)
     for task in TASKS:
         single = mtlzoo.load(single_task_models / task / "last.keras", compile=False)
-        np.testing.assert_allclose(out[task], single.predict_on_batch(x)[task], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out[task], predict_eager(single, x)[task], rtol=1e-5, atol=1e-5)
 
 
 def test_init_from_one_task_leaves_the_other_column_alone(single_task_models):
@@ -78,7 +78,7 @@ def test_a_reloaded_model_does_not_need_the_single_task_files(single_task_models
     x = _image()
     again = mtlzoo.load(tmp_path / "m.keras", compile=False)
     for task in TASKS:
-        np.testing.assert_allclose(again.predict_on_batch(x)[task], model.predict_on_batch(x)[task], atol=1e-5)
+        np.testing.assert_allclose(predict_eager(again, x)[task], predict_eager(model, x)[task], atol=1e-5)
     assert again.get_layer("cross_stitch_1").lr_multiplier == 10.0
 
 

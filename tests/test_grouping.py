@@ -10,7 +10,7 @@ import tensorflow as tf
 import mtlzoo
 from mtlzoo import cli
 from mtlzoo.diagnostics.grouping import best_groupings, choose_grouping, group_recipe, partition_score
-from mtlzoo.testing import TINY_IMAGE, random_inputs, random_labels
+from mtlzoo.testing import TINY_IMAGE, random_inputs, random_labels, predict_eager
 
 
 PAIRS = [["segmentation", "depth"], ["detection", "scene"]]
@@ -118,10 +118,10 @@ def calibrated_pair():
 
 def test_keras_round_trip(calibrated_pair, tmp_path):
     x = random_inputs(calibrated_pair, 2)
-    before = calibrated_pair.predict_on_batch(x)
+    before = predict_eager(calibrated_pair, x)
     calibrated_pair.save(tmp_path / "branched.keras")
     again = mtlzoo.load(tmp_path / "branched.keras")
-    after = again.predict_on_batch(x)
+    after = predict_eager(again, x)
     for t in calibrated_pair.task_names:
         np.testing.assert_allclose(after[t], before[t], rtol=1e-5, atol=1e-5)
     assert again.task_layers == calibrated_pair.task_layers

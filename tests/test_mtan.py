@@ -12,7 +12,7 @@ from mtlzoo.edge import Runner
 from mtlzoo.export import export
 from mtlzoo.layers import TaskAttention
 from mtlzoo.sharing.mtan import attention_layer_name, attention_masks
-from mtlzoo.testing import TINY_IMAGE
+from mtlzoo.testing import TINY_IMAGE, predict_eager
 
 RECIPE = "driving_perception_mtan"
 NUM_STAGES = 4
@@ -123,7 +123,7 @@ def test_keras_round_trip_in_safe_mode(trained):
     model, _, path, x = trained
     reloaded = keras.saving.load_model(path, safe_mode=True)
     assert sum(isinstance(layer, TaskAttention) for layer in reloaded.layers) == 2 * NUM_STAGES
-    before, after = model.predict_on_batch(x), reloaded.predict_on_batch(x)
+    before, after = predict_eager(model, x), predict_eager(reloaded, x)
     for t in model.task_names:
         np.testing.assert_array_equal(after[t], before[t])
     masks, masks_again = attention_masks(model, x), attention_masks(reloaded, x)
@@ -135,12 +135,12 @@ def test_keras_round_trip_in_safe_mode(trained):
 def test_a_closed_mask_changes_only_its_task(trained):
     _, _, path, x = trained
     model = mtlzoo.load(path, compile=False)  # a private copy to edit
-    before = model.predict_on_batch(x)
+    before = predict_eager(model, x)
     layer = model.get_layer(attention_layer_name("depth", 0))
     # mask_bn2 output = beta when gamma = 0: sigmoid(-30) ~ 1e-13, a saturated 0 mask.
     layer.mask_bn2.gamma.assign(np.zeros(layer.mask_bn2.gamma.shape, "float32"))
     layer.mask_bn2.beta.assign(np.full(layer.mask_bn2.beta.shape, -30.0, "float32"))
-    after = model.predict_on_batch(x)
+    after = predict_eager(model, x)
     assert attention_masks(model, x)["depth"][0].max() < 1e-12
     np.testing.assert_array_equal(after["scene"], before["scene"])
     change = np.abs(after["depth"] - before["depth"]).max()

@@ -6,6 +6,7 @@ import pytest
 
 import mtlzoo
 from mtlzoo.layers import CrossStitch
+from mtlzoo.testing import predict_eager
 
 TINY = dict(backbone="tiny", backbone_args={"width": 4}, neck_channels=8, input_shape=(32, 64, 3),
             tasks=["segmentation", "depth"])
@@ -37,7 +38,7 @@ def test_cross_stitch_at_identity_equals_independent_columns(batch_factory):
     columns = mtlzoo.build("driving_perception", sharing="soft_l2", compile=False, **TINY)
     assert _copy_by_layer_name(stitched, columns) > 10
     x, _ = batch_factory(stitched, n=2)
-    a, b = stitched.predict_on_batch(x), columns.predict_on_batch(x)
+    a, b = predict_eager(stitched, x), predict_eager(columns, x)
     for t in ("segmentation", "depth"):
         np.testing.assert_allclose(a[t], b[t], rtol=1e-5, atol=1e-5)
     # Away from the identity the columns mix, and outputs differ.
@@ -46,7 +47,7 @@ def test_cross_stitch_at_identity_equals_independent_columns(batch_factory):
     for layer in mixed.layers:
         if isinstance(layer, CrossStitch):
             assert float(np.asarray(layer.alpha)[0, 1, 0]) == pytest.approx(0.5)
-    c = mixed.predict_on_batch(x)
+    c = predict_eager(mixed, x)
     assert not np.allclose(a["segmentation"], c["segmentation"], atol=1e-4)
 
 
