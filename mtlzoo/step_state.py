@@ -27,7 +27,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-__all__ = ["collect_variables", "snapshot", "restore_unless", "all_finite", "all_finite_state", "unique"]
+__all__ = ["collect_variables", "snapshot", "restore_unless", "all_finite", "unique"]
 
 
 def _is_variable(value) -> bool:
@@ -101,11 +101,6 @@ def all_finite(tensors):
     if not sums:
         return tf.constant(True)
     return tf.math.is_finite(tf.add_n(sums) if len(sums) > 1 else sums[0])
-
-
-def all_finite_state(variables):
-    """Scalar bool tensor: every floating-point variable holds only finite values."""
-    return all_finite(variables)
 
 
 def restore_unless(keep, variables, saved) -> None:
