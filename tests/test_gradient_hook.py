@@ -18,26 +18,36 @@ TINY = dict(backbone="tiny", backbone_args={"width": 4}, neck_channels=8, input_
             tasks=["segmentation", "depth", "scene"])
 
 
-def _one_sgd_step(batch_factory, **overrides):
+def _one_sgd_step(batch_factory, eager=False, **overrides):
     model = mtlzoo.build("driving_perception_lite", **TINY, **overrides)
-    model.compile(optimizer=keras.optimizers.SGD(0.1))  # keeps the aggregator hook the recipe installed
+    # keeps the aggregator hook the recipe installed
+    model.compile(optimizer=keras.optimizers.SGD(0.1), run_eagerly=eager)
     x, y = batch_factory(model, n=4)
     before = [np.array(v) for v in model.trainable_variables]
     model.fit(x, y, epochs=1, batch_size=4, verbose=0, shuffle=False)
     return model, [np.array(v) - b for v, b in zip(model.trainable_variables, before)]
 
 
+@pytest.fixture(scope="module")
+def plain_step():
+    """The plain step's updates, computed once (eagerly: the reference, not the code under test)."""
+    from conftest import random_inputs, random_labels
+
+    return _one_sgd_step(lambda model, n=4, seed=0: (random_inputs(model, n, seed), random_labels(model, n, seed)),
+                         eager=True)
+
+
 @pytest.mark.parametrize("representation", [False, True])
-def test_sum_aggregator_reproduces_the_plain_step(batch_factory, representation):
-    _, plain = _one_sgd_step(batch_factory)
+def test_sum_aggregator_reproduces_the_plain_step(batch_factory, plain_step, representation):
+    _, plain = plain_step
     model, summed = _one_sgd_step(batch_factory, aggregator="sum", aggregator_args={"representation": representation})
     assert isinstance(model._hooks.gradient, AggregatorHook)
     for a, b in zip(plain, summed):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_mean_aggregator_scales_only_the_shared_update(batch_factory):
-    model, plain = _one_sgd_step(batch_factory)
+def test_mean_aggregator_scales_only_the_shared_update(batch_factory, plain_step):
+    model, plain = plain_step
     _, mean = _one_sgd_step(batch_factory, aggregator="mean")
     shared_ids = {id(v) for v in model.variable_groups()[0]}
     t = len(model.task_names)
