@@ -50,3 +50,55 @@ def test_table_and_doc_section_from_results(tmp_path):
     text = doc.read_text()
     assert text.startswith("# When\n\nintro") and text.count(claims.BEGIN.format("relatedness")) == 1
     assert (tmp_path / "claims_relatedness.png").stat().st_size > 1000
+
+
+# ---------------------------------------------------------------- scarce labels
+def test_scarce_runs_cover_every_arm_fraction_and_seed():
+    runs = claims.scarce_runs([0, 2], "depth")
+    assert len(runs) == 2 * len(claims.SCARCE_FRACTIONS) * len(claims.SCARCE_ARMS)
+    stems = [r[0] for r in runs]
+    assert len(set(stems)) == len(stems)
+    assert "single_task-depth__depth0.05__seed2" in stems and "weighting-equal__depth0.25__seed0" in stems
+    from mtlzoo.bench import methods
+
+    known = {c.name for c in methods.configurations(["segmentation", "depth", "detection", "scene"])}
+    assert {r[1] for r in runs} <= known  # every arm is a configuration of the methods benchmark
+
+
+def test_one_scarce_smoke_run_trains_on_the_labelled_fraction():
+    validation = claims.scarce_validation("smoke")
+    result = claims.run_scarce("single_task:depth", 0.25, 0, "smoke", "depth", validation)
+    assert result["recipe"]["data"]["label_fractions"] == {"depth": 0.25}
+    assert result["recipe"]["tasks"].keys() == {"depth"}
+    assert result["fraction"] == 0.25 and result["claim"] == "scarce_labels"
+    assert 0 < result["metrics"]["depth"]["abs_rel"] < 10
+    assert "--claim scarce_labels --task depth --seeds 0 --budget smoke" in result["command"]
+
+
+def test_scarce_table_pairs_each_multi_task_run_with_its_single_task_run(tmp_path):
+    def fake(arm, fraction, seed, value):
+        return {"format": claims.FORMAT, "claim": "scarce_labels", "task": "depth", "arm": arm, "fraction": fraction,
+                "seed": seed, "metrics": {"depth": {"abs_rel": value}}}
+
+    results = [fake("single_task:depth", 0.05, 0, 0.40), fake("single_task:depth", 0.05, 1, 0.20),
+               fake("weighting:equal", 0.05, 0, 0.30), fake("weighting:equal", 0.05, 1, 0.30)]
+    table, curves = claims.scarce_table(results, "depth")
+    assert curves["weighting:equal"][0.05] == pytest.approx((0.30, 0.0, 2))
+    assert curves["single_task:depth"][1.0] is None
+    # per seed: (0.30 - 0.40) / 0.40 = -25 %, (0.30 - 0.20) / 0.20 = +50 %: mean +12.5 %
+    assert "| weighting:equal, change vs single-task | – | – | – | +12.5 ± 53.0 % (n=2) |" in table
+    folder = tmp_path / "results" / "scarce_labels"
+    folder.mkdir(parents=True)
+    for i, r in enumerate(results):
+        (folder / f"r{i}.json").write_text(json.dumps(r))
+    doc = tmp_path / "when.md"
+    doc.write_text("# When\n")
+    claims.run({"claim": "scarce_labels", "report": True, "results": str(tmp_path / "results"), "doc": str(doc),
+                "figures": str(tmp_path)})
+    assert "<!-- claims-scarce_labels-depth:begin -->" in doc.read_text()
+    assert (tmp_path / "claims_scarce_depth.png").exists()
+
+
+def test_unknown_claim_names_the_near_match():
+    with pytest.raises(ValueError, match="Did you mean 'scarce_labels'"):
+        claims.run({"claim": "scarce_label", "report": True})

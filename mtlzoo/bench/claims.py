@@ -10,6 +10,10 @@ Claims implemented so far:
 - `relatedness`: the synthetic pair of regression tasks with correlation ρ of Ma et al. (KDD 2018, section 3;
   dataset `correlated_tasks`), ρ ∈ {1.0, 0.9, 0.5, 0.0}: single-task MLPs, a shared-bottom MLP (hard sharing) and
   MMoE, each task's validation MAE. The paper's finding: shared-bottom degrades as ρ falls, MMoE much less.
+- `scarce_labels`: on synthetic_driving, one task (`--task`, default depth) labelled on 100/25/10/5% of the training
+  scenes and the others on all of them; that task's validation metric for its single-task model, the multi-task
+  model with equal weighting and with the best gradient method of the methods benchmark. Runs are configurations of
+  `mtlzoo bench methods` (same recipe, budget, seeds and validation scenes) with `data.label_fractions` set.
 
 Example:
 ```python
@@ -43,6 +47,13 @@ RELATEDNESS_ARMS = {
     "shared_bottom": {"sharing": "hard", "sharing_args": {}},
     "mmoe": {},
 }
+#: Claim `scarce_labels`: the labelled fractions of the one scarce task, and the arms (configurations of the methods
+#: benchmark). `aggregator:aligned_mtl` had the best Δm of the hard-sharing methods in the methods table when this
+#: claim was first run (seed 0, Δm -2.7 %; docs/benchmarks.md).
+SCARCE_FRACTIONS = (1.0, 0.25, 0.10, 0.05)
+SCARCE_ARMS = ("single_task:{task}", "weighting:equal", "aggregator:aligned_mtl")
+#: The metric reported per scarce task (lower is better for depth's abs_rel).
+SCARCE_METRIC = {"depth": "abs_rel", "segmentation": "miou", "detection": "map50", "scene": "map"}
 BUDGETS = {"standard": {"epochs": 10, "num_train": 10000, "num_validation": 1000, "batch_size": 64},
            "smoke": {"epochs": 1, "num_train": 64, "num_validation": 32, "batch_size": 32}}
 
@@ -75,6 +86,98 @@ def run_relatedness(stem, arm, rho, seed, overrides, budget) -> dict:
             "overrides": overrides, "budget": budget,
             "command": f"python -m mtlzoo.bench.claims --claim relatedness --seeds {seed}",
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def scarce_runs(seeds, task):
+    """[(file stem, arm, fraction, seed)] of the scarce-labels claim for `task`."""
+    return [(f"{arm.format(task=task).replace(':', '-')}__{task}{fraction:g}__seed{seed}", arm.format(task=task),
+             fraction, seed)
+            for seed in seeds for fraction in SCARCE_FRACTIONS for arm in SCARCE_ARMS]
+
+
+def _methods_opts(budget, task, fraction):
+    from mtlzoo.bench import methods
+
+    return methods._options({"budget": budget, "overrides": {"data.label_fractions": {task: fraction}}})
+
+
+def scarce_validation(budget):
+    """The methods benchmark's validation scenes (every label present)."""
+    from mtlzoo.bench import methods
+    from mtlzoo.data.splits import load_split
+
+    opts = methods._options({"budget": budget})
+    spec = methods.BUDGETS[budget]
+    return load_split(dict(methods.base_recipe(opts).data, num_validation_examples=spec["num_validation"]),
+                      "validation", image_size=spec["image_size"], batch_size=spec["batch_size"],
+                      seed=methods.VALIDATION_SEED, training=False, with_boxes=True)
+
+
+def run_scarce(arm, fraction, seed, budget, task, validation) -> dict:
+    from mtlzoo.bench import methods
+
+    opts = _methods_opts(budget, task, fraction)
+    config = {c.name: c for c in methods.configurations(list(methods.base_recipe(opts).tasks))}[arm]
+    result = methods.run_one(config, seed, opts, validation)
+    result.update(format=FORMAT, claim="scarce_labels", arm=arm, task=task, fraction=fraction,
+                  command=f"python -m mtlzoo.bench.claims --claim scarce_labels --task {task} --seeds {seed}"
+                          + (f" --budget {budget}" if budget != "standard" else ""))
+    return result
+
+
+def scarce_table(results, task) -> tuple:
+    """(markdown table, {arm: {fraction: (mean, std, n)}}) of the scarce task's metric; MTL arms also as the change
+    against the single-task model of the same seed and fraction."""
+    metric = SCARCE_METRIC[task]
+    rows = [r for r in results if r.get("claim") == "scarce_labels" and r.get("task") == task]
+    single = {(r["seed"], r["fraction"]): r["metrics"][task][metric] for r in rows if r["arm"].startswith("single_task")}
+    header = [f"labelled {100 * f:g}%" for f in SCARCE_FRACTIONS]
+    lines = [f"| arm ({task} {metric}{' ↑' if metric != 'abs_rel' else ' ↓'}) | " + " | ".join(header) + " |",
+             "|---|" + "---:|" * len(header)]
+    curves = {}
+    for arm in (a.format(task=task) for a in SCARCE_ARMS):
+        cells, changes = [], []
+        for fraction in SCARCE_FRACTIONS:
+            mine = [r for r in rows if r["arm"] == arm and r["fraction"] == fraction]
+            s = _spread([r["metrics"][task][metric] for r in mine])
+            curves.setdefault(arm, {})[fraction] = s
+            cells.append("–" if s is None else f"{s[0]:.3f} ± {s[1]:.3f} (n={s[2]})")
+            rel = [100.0 * (r["metrics"][task][metric] - single[(r["seed"], fraction)]) / abs(single[(r["seed"], fraction)])
+                   for r in mine if (r["seed"], fraction) in single and single[(r["seed"], fraction)]]
+            c = _spread(rel)
+            changes.append("–" if c is None else f"{c[0]:+.1f} ± {c[1]:.1f} % (n={c[2]})")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        if not arm.startswith("single_task"):
+            lines.append(f"| {arm}, change vs single-task | " + " | ".join(changes) + " |")
+    return "\n".join(lines), curves
+
+
+def plot_scarce(curves, task, path) -> bool:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from mtlzoo.fileio import atomic_savefig
+
+    fig = Figure(figsize=(5.5, 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    drawn = False
+    for arm, points in curves.items():
+        points = [(f, s) for f, s in points.items() if s is not None]
+        if points:
+            ax.errorbar([100 * p[0] for p in points], [p[1][0] for p in points], yerr=[p[1][1] for p in points],
+                        marker="o", capsize=3, label=arm)
+            drawn = True
+    if not drawn:
+        return False
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{task} labels: % of the training scenes")
+    ax.set_ylabel(f"validation {SCARCE_METRIC[task]}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)
+    return True
 
 
 def _spread(values):
@@ -155,13 +258,18 @@ def run(args=None) -> dict:
     """Trains the missing results of a claim, then rewrites its table (and figure) in the doc."""
     from mtlzoo.fileio import RunLock, atomic_write_json
 
-    opts = {"claim": "relatedness", "seeds": "0,1,2", "budget": "standard", "report": False,
+    opts = {"claim": "relatedness", "seeds": "0,1,2", "budget": "standard", "report": False, "task": "depth",
             "results": os.path.join("docs", "results", "claims"), "doc": os.path.join("docs", "when-mtl-helps.md"),
             "figures": "docs"}
     opts.update({k: v for k, v in ({} if args is None else (args if isinstance(args, dict) else vars(args))).items()
                  if v is not None})
-    if opts["claim"] != "relatedness":
-        raise ValueError(f"Unknown claim {opts['claim']!r}; implemented: relatedness.")
+    if opts["claim"] not in CLAIMS:
+        from mtlzoo.registry import suggestion
+
+        raise ValueError(f"Unknown claim {opts['claim']!r}.{suggestion(str(opts['claim']), CLAIMS)} "
+                         f"Implemented: {', '.join(CLAIMS)}.")
+    if opts["claim"] == "scarce_labels":
+        return _run_scarce(opts)
     if opts["budget"] not in BUDGETS:
         raise ValueError(f"Unknown budget {opts['budget']!r}; use one of {', '.join(BUDGETS)}.")
     seeds = [int(s) for s in str(opts["seeds"]).split(",")]
@@ -188,11 +296,52 @@ def run(args=None) -> dict:
     return {"results": results, "table": table, "curves": curves}
 
 
+def _run_scarce(opts) -> dict:
+    from mtlzoo.bench import methods
+    from mtlzoo.fileio import RunLock, atomic_write_json
+
+    task = opts["task"]
+    if task not in SCARCE_METRIC:
+        raise ValueError(f"scarce_labels: --task must be one of {', '.join(SCARCE_METRIC)}, got {task!r}.")
+    if opts["budget"] not in methods.BUDGETS:
+        raise ValueError(f"Unknown budget {opts['budget']!r}; use one of {', '.join(methods.BUDGETS)}.")
+    seeds = [int(s) for s in str(opts["seeds"]).split(",")]
+    folder = os.path.join(opts["results"], "scarce_labels" if opts["budget"] == "standard"
+                          else f"scarce_labels-{opts['budget']}")
+    os.makedirs(folder, exist_ok=True)
+    todo = [r for r in scarce_runs(seeds, task) if not os.path.exists(os.path.join(folder, r[0] + ".json"))]
+    if not opts["report"] and todo:
+        validation = scarce_validation(opts["budget"])
+        with RunLock(folder, what="claims results folder"):
+            for i, (stem, arm, fraction, seed) in enumerate(todo):
+                result = run_scarce(arm, fraction, seed, opts["budget"], task, validation)
+                atomic_write_json(os.path.join(folder, stem + ".json"), result, indent=2)
+                print(f"  [{i + 1}/{len(todo)}] {arm} {task} labelled {100 * fraction:g}% seed {seed}: "
+                      f"{SCARCE_METRIC[task]} {result['metrics'][task][SCARCE_METRIC[task]]:.4f} "
+                      f"({result['wall_s']:.0f} s)", flush=True)
+    results = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(folder, "*.json")))]
+    results = [r for r in results if r.get("format") == FORMAT]
+    table, curves = scarce_table(results, task)
+    suffix = "" if opts["budget"] == "standard" else f"_{opts['budget']}"
+    figure = os.path.join(opts["figures"], f"claims_scarce_{task}{suffix}.png")
+    drawn = plot_scarce(curves, task, figure)
+    text = table + (f"\n\n![{task} with scarce labels]({os.path.relpath(figure, os.path.dirname(opts['doc']) or '.')})"
+                    if drawn else "")
+    write_section(opts["doc"], f"scarce_labels-{task}{suffix}", text)
+    print(table)
+    return {"results": results, "table": table, "curves": curves}
+
+
+#: The claims `run` knows, by `--claim`.
+CLAIMS = ("relatedness", "scarce_labels")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mtlzoo.bench.claims", description=__doc__.splitlines()[0])
-    parser.add_argument("--claim", help="relatedness")
+    parser.add_argument("--claim", help=", ".join(CLAIMS))
+    parser.add_argument("--task", help="scarce_labels: the task with scarce labels (default depth)")
     parser.add_argument("--seeds", help="default 0,1,2")
-    parser.add_argument("--budget", choices=sorted(BUDGETS))
+    parser.add_argument("--budget", help="standard or smoke")
     parser.add_argument("--results", help="default docs/results/claims")
     parser.add_argument("--doc", help="default docs/when-mtl-helps.md")
     parser.add_argument("--report", action="store_true", help="only rebuild the table and figure")

@@ -34,6 +34,15 @@ which runs the same layers as the whole model); + the full backward; the full
 step (TF: `train_on_batch`, with its streaming metrics; PyTorch: zero_grad,
 forward, losses, backward, Adam).
 
+Mixed precision (`precision=mixed_bfloat16`): adds the equal-weight step of
+the model built with the recipe's `precision` set to each listed policy
+(candidate `equal@mixed_bfloat16`), timed in the same rounds as float32.
+
+Profile (`profile=DIR`): after the timed rounds, `steps` calls of the
+equal-weight step (and of each `equal@` candidate) are recorded with the
+TensorFlow profiler into DIR/<candidate> and summarised by op type and group
+(`mtlzoo.bench.profile`).
+
 Example:
 ```python
 from mtlzoo.bench.step import run
@@ -60,6 +69,8 @@ _DEFAULTS = {
     "compare": None,
     "breakdown": False,
     "channels_last": False,
+    "precision": None,
+    "profile": None,
 }
 
 
@@ -132,6 +143,8 @@ def _build_candidate(recipe, kind, spec, jit_compile):
     import mtlzoo.weighting
     from mtlzoo.training_hooks import make_aggregator_hook
 
+    if kind == "precision":
+        recipe = recipe.override(precision=spec)
     model = recipe.override(aggregator=None).build(compile=False)
     model.compile(optimizer=recipe.make_optimizer(), jit_compile=bool(jit_compile))
     if kind == "hook":
@@ -287,7 +300,10 @@ def _memory_of(name, opts):
 
     recipe = _recipe(opts)
     x, y = _tensors(*_batch(recipe, int(opts["batch_size"])))
-    (_, kind, spec), = [c for c in _candidates(None) if c[0] == name]
+    if name.startswith("equal@"):
+        kind, spec = "precision", name.split("@", 1)[1]
+    else:
+        (_, kind, spec), = [c for c in _candidates(None) if c[0] == name]
     model = _build_candidate(recipe, kind, spec, opts.get("jit_compile", False))
     for _ in range(int(opts.get("warmup", 3))):
         model.train_on_batch(x, y)
@@ -302,8 +318,10 @@ def run(args=None) -> dict:
             list of key=value strings), `batch_size`, `steps` (per round), `rounds`, `methods`
             (names to keep, a list or a comma-separated string; default all), `jit_compile`, `memory` (peak
             step memory per candidate: true, "isolated" or false; see above), `compare` ("torch": time the
-            PyTorch counterparts too), `channels_last` (PyTorch memory format) and `breakdown` (the four-stage
-            breakdown of the equal-weight step, both frameworks).
+            PyTorch counterparts too), `channels_last` (PyTorch memory format), `breakdown` (the four-stage
+            breakdown of the equal-weight step, both frameworks) and `precision` (a comma list of recipe
+            precisions whose equal-weight step is timed too, e.g. "mixed_bfloat16") and `profile` (a folder for
+            TensorFlow profiler traces of the equal-weight steps, summarised by op type).
     """
     import os
 
@@ -321,6 +339,9 @@ def run(args=None) -> dict:
 
     models = {}
     candidates = _candidates(opts["methods"])
+    if opts["precision"]:
+        listed = opts["precision"].split(",") if isinstance(opts["precision"], str) else list(opts["precision"])
+        candidates += [(f"equal@{p.strip()}", "precision", p.strip()) for p in listed if p.strip() != "float32"]
     # Each model is traced right after its build, and every one takes one more untimed step after the last
     # build: whatever a build does to the process (`tf.random.set_seed` clears TensorFlow's kernel caches,
     # which stalls the next step of every compiled model for seconds; `Recipe.build` no longer calls it)
@@ -389,6 +410,17 @@ def run(args=None) -> dict:
         print(line)
     result = {"recipe": recipe.name, "rows": rows, "matrix_bytes": matrix_bytes, "threads": threads,
               "options": {k: v for k, v in opts.items() if k != "overrides"}}
+    if opts["profile"]:
+        from mtlzoo.bench.profile import print_summary, profile_steps
+
+        result["profile"] = {}
+        for name, model in models.items():
+            if name == "equal" or name.startswith("equal@"):
+                print(f"profile of {name} ({opts['steps']} steps):")
+                folder = os.path.join(str(opts["profile"]), name.replace("@", "_"))
+                result["profile"][name] = profile_steps(lambda model=model: model.train_on_batch(x, y),
+                                                        int(opts["steps"]), folder)
+                print_summary(result["profile"][name])
     if _flag(opts["breakdown"]):
         result["breakdown"] = _breakdown(opts, recipe, models["equal"], x_np, y_np, ref_module, threads)
     return result

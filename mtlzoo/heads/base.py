@@ -10,6 +10,12 @@ from mtlzoo import losses as losses_lib
 from mtlzoo import metrics as metrics_lib
 
 
+#: The dtype of every task output (the layer named after the task). Under a mixed-precision recipe
+#: (`precision: mixed_bfloat16`) the trunk and heads compute in bfloat16 and the output layer casts back, so
+#: losses, metrics, exports and users always see float32 (Keras's mixed-precision rule for the last layer).
+OUTPUT_DTYPE = "float32"
+
+
 def conv_bn_relu(x, channels, name, kernel_size=3, strides=1):
     """Conv2D -> BatchNorm -> ReLU with layer names derived from `name`."""
     x = keras.layers.Conv2D(channels, kernel_size, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
@@ -88,4 +94,4 @@ def dense_output(features, name, units, hidden=0, dropout=0.0):
         x = keras.layers.Dense(hidden, activation="relu", name=f"{name}__hidden")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name=f"{name}__dropout")(x)
-    return keras.layers.Dense(units, name=name)(x)
+    return keras.layers.Dense(units, name=name, dtype=OUTPUT_DTYPE)(x)

@@ -3,7 +3,7 @@
 import keras
 
 from mtlzoo import losses, metrics
-from mtlzoo.heads.base import Head, dense_logits
+from mtlzoo.heads.base import OUTPUT_DTYPE, Head, dense_logits
 from mtlzoo.layers import ScaledSigmoid
 from mtlzoo.registry import HEADS
 from mtlzoo.validation import as_int
@@ -44,7 +44,7 @@ class DepthHead(Head):
     def __call__(self, features, name):
         x = dense_logits(features[0], name, self.channels, self.depth, 1)
         x = keras.layers.UpSampling2D(4, interpolation="bilinear", name=f"{name}__upsample")(x)
-        return ScaledSigmoid(self.max_depth, name=name)(x)
+        return ScaledSigmoid(self.max_depth, name=name, dtype=OUTPUT_DTYPE)(x)
 
     def loss(self):
         return losses.DepthL1()

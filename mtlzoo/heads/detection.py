@@ -3,7 +3,7 @@
 import keras
 
 from mtlzoo import losses, metrics
-from mtlzoo.heads.base import Head, conv_bn_relu
+from mtlzoo.heads.base import OUTPUT_DTYPE, Head, conv_bn_relu
 from mtlzoo.heads.centernet_targets import decode_centernet, encode_centernet_targets
 from mtlzoo.registry import HEADS
 from mtlzoo.validation import as_int
@@ -56,7 +56,7 @@ class DetectionHead(Head):
         )(x)
         size = keras.layers.Conv2D(2, 1, name=f"{name}__size")(x)
         offset = keras.layers.Conv2D(2, 1, activation="sigmoid", name=f"{name}__offset")(x)
-        return keras.layers.Concatenate(axis=-1, name=name)([heat, size, offset])
+        return keras.layers.Concatenate(axis=-1, name=name, dtype=OUTPUT_DTYPE)([heat, size, offset])
 
     def loss(self):
         return losses.CenterNetLoss(self.num_classes)

@@ -3,7 +3,7 @@
 import keras
 
 from mtlzoo import losses, metrics
-from mtlzoo.heads.base import Head, dense_logits
+from mtlzoo.heads.base import OUTPUT_DTYPE, Head, dense_logits
 from mtlzoo.registry import HEADS
 from mtlzoo.validation import as_int
 
@@ -42,7 +42,7 @@ class SegmentationHead(Head):
     def __call__(self, features, name):
         x = dense_logits(features[0], name, self.channels, self.depth, self.num_classes)
         stride = self._stride
-        return keras.layers.UpSampling2D(stride, interpolation="bilinear", name=name)(x)
+        return keras.layers.UpSampling2D(stride, interpolation="bilinear", name=name, dtype=OUTPUT_DTYPE)(x)
 
     _stride = 4
 
