@@ -141,6 +141,8 @@ class Recipe:
             (no loss scaling is needed: bfloat16 has float32's exponent range). It pays on GPUs and on CPUs with
             bfloat16 instructions (AVX512-BF16, AMX); measure it with `mtlzoo bench step precision=mixed_bfloat16`.
             `mixed_float16` is refused: it needs loss scaling, which the multi-task step does not do.
+        fused_batch_norm: bool. Every BatchNormalization layer runs as `mtlzoo.layers.FusedBatchNormalization`
+            (TensorFlow's fused kernels; the same outputs, gradients and moving statistics). Defaults to True.
         optimizer: dict. `{"name": "adam", "learning_rate": 1e-3, ...}` (any Keras optimizer), plus an optional
             learning-rate schedule made with Keras's own `CosineDecay`: `schedule: cosine`, `warmup` (a fraction
             of the steps, or a number of steps; linear warm-up from 0), `final_lr_fraction` (the end of the
@@ -169,6 +171,7 @@ class Recipe:
     neck_channels: int = 64
     bn_momentum: float | None = None
     precision: str = "float32"
+    fused_batch_norm: bool = True
     optimizer: dict = dataclasses.field(default_factory=lambda: {"name": "adam", "learning_rate": 1e-3})
     weighting: str = "fixed"
     weighting_args: dict = dataclasses.field(default_factory=dict)
@@ -245,6 +248,8 @@ class Recipe:
                 HEADS.get(spec.kind)(**spec.head_args)
             except (TypeError, ValueError) as e:
                 raise RecipeError(f"{where}: task {t!r} ({spec.kind}): {e}") from None
+        if not isinstance(self.fused_batch_norm, bool):
+            raise RecipeError(f"{where}: fused_batch_norm must be true or false, got {self.fused_batch_norm!r}.")
         if self.precision not in PRECISIONS:
             if self.precision == "mixed_float16":
                 raise RecipeError(f"{where}: precision 'mixed_float16' needs loss scaling, which mtlzoo's multi-task "
@@ -381,6 +386,10 @@ class Recipe:
             weighting=None if self.weighting == "fixed" else {"name": self.weighting, "config": dict(self.weighting_args)},
             name=self.name,
         )
+        if self.fused_batch_norm:
+            from mtlzoo.layers.fused_batch_normalization import use_fused_batch_norm
+
+            use_fused_batch_norm(model)
         if self.bn_momentum is not None:
             from mtlzoo.model.parameters import set_bn_momentum
 

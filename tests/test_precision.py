@@ -80,5 +80,5 @@ def test_bench_step_precision_candidate_is_the_mixed_model():
     from mtlzoo.bench.step import _build_candidate
 
     recipe = mtlzoo.get_recipe(RECIPE, **TINY_IMAGE)
-    model = _build_candidate(recipe, "precision", "mixed_bfloat16", False)
+    model = _build_candidate(recipe, "variant", "precision=mixed_bfloat16", False)
     assert "bfloat16" in _compute_dtypes(model) and model.metadata["recipe"]["precision"] == "mixed_bfloat16"

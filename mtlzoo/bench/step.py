@@ -34,9 +34,10 @@ which runs the same layers as the whole model); + the full backward; the full
 step (TF: `train_on_batch`, with its streaming metrics; PyTorch: zero_grad,
 forward, losses, backward, Adam).
 
-Mixed precision (`precision=mixed_bfloat16`): adds the equal-weight step of
-the model built with the recipe's `precision` set to each listed policy
-(candidate `equal@mixed_bfloat16`), timed in the same rounds as float32.
+Recipe variants (`variants="fused_batch_norm=false;precision=mixed_bfloat16"`):
+adds, per `key=value` (separated by `;`), the equal-weight step of the model
+built with that recipe override (candidate `equal@key=value`), timed in the
+same rounds as the others. `precision=P` is short for `variants=precision=P`.
 
 Profile (`profile=DIR`): after the timed rounds, `steps` calls of the
 equal-weight step (and of each `equal@` candidate) are recorded with the
@@ -70,6 +71,7 @@ _DEFAULTS = {
     "breakdown": False,
     "channels_last": False,
     "precision": None,
+    "variants": None,
     "profile": None,
 }
 
@@ -143,8 +145,10 @@ def _build_candidate(recipe, kind, spec, jit_compile):
     import mtlzoo.weighting
     from mtlzoo.training_hooks import make_aggregator_hook
 
-    if kind == "precision":
-        recipe = recipe.override(precision=spec)
+    if kind == "variant":
+        from mtlzoo.recipe import parse_cli_overrides
+
+        recipe = recipe.override(**parse_cli_overrides([spec]))
     model = recipe.override(aggregator=None).build(compile=False)
     model.compile(optimizer=recipe.make_optimizer(), jit_compile=bool(jit_compile))
     if kind == "hook":
@@ -156,6 +160,22 @@ def _build_candidate(recipe, kind, spec, jit_compile):
         callback.set_model(model)
         callback.on_train_begin({})
     return model
+
+
+def _variants(opts) -> list:
+    """The `key=value` recipe overrides of the `variants` and `precision` options."""
+    out = []
+    if opts.get("variants"):
+        listed = opts["variants"].split(";") if isinstance(opts["variants"], str) else list(opts["variants"])
+        out += [v.strip() for v in listed if v.strip()]
+    if opts.get("precision"):
+        listed = opts["precision"].split(",") if isinstance(opts["precision"], str) else list(opts["precision"])
+        out += [f"precision={p.strip()}" for p in listed if p.strip() and p.strip() != "float32"]
+    bad = [v for v in out if "=" not in v]
+    if bad:
+        raise ValueError(f"bench step variants: {bad[0]!r} is not a recipe override key=value "
+                         "(e.g. variants=\"fused_batch_norm=false;precision=mixed_bfloat16\").")
+    return out
 
 
 def _flag(value) -> bool:
@@ -301,7 +321,7 @@ def _memory_of(name, opts):
     recipe = _recipe(opts)
     x, y = _tensors(*_batch(recipe, int(opts["batch_size"])))
     if name.startswith("equal@"):
-        kind, spec = "precision", name.split("@", 1)[1]
+        kind, spec = "variant", name.split("@", 1)[1]
     else:
         (_, kind, spec), = [c for c in _candidates(None) if c[0] == name]
     model = _build_candidate(recipe, kind, spec, opts.get("jit_compile", False))
@@ -320,7 +340,8 @@ def run(args=None) -> dict:
             step memory per candidate: true, "isolated" or false; see above), `compare` ("torch": time the
             PyTorch counterparts too), `channels_last` (PyTorch memory format), `breakdown` (the four-stage
             breakdown of the equal-weight step, both frameworks) and `precision` (a comma list of recipe
-            precisions whose equal-weight step is timed too, e.g. "mixed_bfloat16") and `profile` (a folder for
+            precisions whose equal-weight step is timed too, e.g. "mixed_bfloat16"), `variants` (recipe overrides
+            `key=value`, separated by `;`, each timed as one more equal-weight candidate) and `profile` (a folder for
             TensorFlow profiler traces of the equal-weight steps, summarised by op type).
     """
     import os
@@ -339,9 +360,7 @@ def run(args=None) -> dict:
 
     models = {}
     candidates = _candidates(opts["methods"])
-    if opts["precision"]:
-        listed = opts["precision"].split(",") if isinstance(opts["precision"], str) else list(opts["precision"])
-        candidates += [(f"equal@{p.strip()}", "precision", p.strip()) for p in listed if p.strip() != "float32"]
+    candidates += [(f"equal@{v}", "variant", v) for v in _variants(opts)]
     # Each model is traced right after its build, and every one takes one more untimed step after the last
     # build: whatever a build does to the process (`tf.random.set_seed` clears TensorFlow's kernel caches,
     # which stalls the next step of every compiled model for seconds; `Recipe.build` no longer calls it)

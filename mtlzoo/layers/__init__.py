@@ -1,6 +1,7 @@
 """Custom Keras layers of mtlzoo (all serializable, no Lambda layers)."""
 
 from mtlzoo.layers.cross_stitch import CrossStitch
+from mtlzoo.layers.fused_batch_normalization import FusedBatchNormalization, use_fused_batch_norm
 from mtlzoo.layers.image_preprocessing import ImagePreprocessing
 from mtlzoo.layers.scaled_sigmoid import ScaledSigmoid
 from mtlzoo.layers.unit_normalization import UnitNormalization
@@ -12,4 +13,4 @@ from mtlzoo.layers.dselect_k_gate import DSelectKGate
 from mtlzoo.layers.expert_gate import ExpertGate
 # branching layers -- one import line per layer file below
 
-__all__ = sorted(name for name in dir() if name[:1].isupper())
+__all__ = sorted(name for name in dir() if name[:1].isupper()) + ["use_fused_batch_norm"]

@@ -34,15 +34,11 @@ def set_bn_momentum(model, momentum: float) -> int:
     """Sets the momentum of every BatchNormalization layer in `model` (nested models too); returns how many."""
     import keras
 
-    count, stack, seen = 0, [model], set()
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
+    from mtlzoo.layers.traversal import iter_layers
+
+    count = 0
+    for layer in iter_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = float(momentum)
             count += 1
-        stack.extend(getattr(layer, "layers", []) or [])
-        stack.extend(getattr(layer, "_layers", []) or [])
     return count
