@@ -129,3 +129,83 @@ def test_masked_cross_entropy_equals_keras_with_its_gradient():
     np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-6)
     np.testing.assert_allclose(tape.gradient(ours, logits).numpy(), tape.gradient(theirs, logits).numpy(), atol=1e-7)
     assert np.abs(tape.gradient(ours, logits).numpy()[~valid]).max() == 0.0  # missing labels get no gradient
+
+
+# ---------------------------------------------------------------- fused BatchNormalization
+from mtlzoo.layers import FusedBatchNormalization  # noqa: E402
+from mtlzoo.layers.traversal import iter_layers  # noqa: E402
+
+
+def _bn_pair(shape, **kwargs):
+    rng = np.random.default_rng(3)
+    keras_bn, fused = keras.layers.BatchNormalization(**kwargs), FusedBatchNormalization(**kwargs)
+    keras_bn.build(shape)
+    fused.build(shape)
+    for a, b in zip(keras_bn.weights, fused.weights):
+        value = rng.normal(size=a.shape).astype("float32")
+        value = np.abs(value) + 0.5 if "variance" in a.name else value
+        a.assign(value)
+        b.assign(value)
+    return keras_bn, fused
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"momentum": 0.9}, {"center": False}, {"scale": False, "epsilon": 1e-4}],
+                         ids=["default", "momentum", "no_center", "no_scale"])
+def test_fused_batch_norm_equals_keras_outputs_gradients_and_moving_statistics(kwargs):
+    x = tf.constant(np.random.default_rng(0).normal(3.0, 2.0, size=(4, 6, 5, 7)).astype("float32"))
+    w = tf.constant(np.random.default_rng(1).normal(size=x.shape).astype("float32"))
+    keras_bn, fused = _bn_pair(x.shape, **kwargs)
+    results = []
+    for layer in (keras_bn, fused):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * w)
+        grads = tape.gradient(loss, [x] + layer.trainable_weights)
+        results.append((y, grads, [v.numpy() for v in layer.non_trainable_weights], layer(x, training=False)))
+    (y0, g0, m0, i0), (y1, g1, m1, i1) = results
+    np.testing.assert_allclose(y1, y0, atol=1e-5)
+    for a, b in zip(g0, g1):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=5e-5)
+    for a, b in zip(m0, m1):  # the biased batch variance goes into the moving average, as in Keras
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(i1, i0, atol=1e-5)
+
+
+def _op_types(layer, shape, training):
+    fn = tf.function(lambda x: layer(x, training=training))
+    return {op.type for op in fn.get_concrete_function(tf.TensorSpec(shape, "float32")).graph.get_operations()}
+
+
+def test_fused_batch_norm_runs_one_fused_op_and_keras_code_where_the_op_cannot():
+    shape = (2, 4, 4, 3)
+    _, fused = _bn_pair(shape)
+    assert "FusedBatchNormV3" in _op_types(fused, shape, True)
+    assert "FusedBatchNormV3" in _op_types(fused, shape, False)
+    assert "SquaredDifference" not in _op_types(fused, shape, True)
+    _, tiny_epsilon = _bn_pair(shape, epsilon=1e-6)  # below the fused kernel's floor: Keras's own computation
+    assert "FusedBatchNormV3" not in _op_types(tiny_epsilon, shape, True)
+    _, dense = _bn_pair((2, 3))  # not 4-D
+    assert "FusedBatchNormV3" not in _op_types(dense, (2, 3), True)
+
+
+def test_recipes_fuse_every_batch_norm_train_the_same_and_reload(tmp_path, batch_factory):
+    from mtlzoo.testing import TINY_IMAGE, predict_eager
+
+    fused = mtlzoo.build("driving_perception_lite", **TINY_IMAGE)
+    plain = mtlzoo.build("driving_perception_lite", fused_batch_norm=False, **TINY_IMAGE)
+    bns = [layer for layer in iter_layers(fused) if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(type(layer) is FusedBatchNormalization for layer in bns)
+    assert not any(isinstance(layer, FusedBatchNormalization) for layer in iter_layers(plain))
+    x, y = batch_factory(fused, n=4)
+    a = fused.fit(x, y, epochs=2, batch_size=4, verbose=0, shuffle=False).history["loss"]
+    b = plain.fit(x, y, epochs=2, batch_size=4, verbose=0, shuffle=False).history["loss"]
+    np.testing.assert_allclose(a, b, rtol=1e-4)
+    fused.save(tmp_path / "m.keras")
+    reloaded = mtlzoo.load(tmp_path / "m.keras")
+    assert any(type(layer) is FusedBatchNormalization for layer in iter_layers(reloaded))
+    before, after = predict_eager(fused, x), predict_eager(reloaded, x)
+    for task in before:
+        np.testing.assert_array_equal(after[task], before[task])
+    with pytest.raises(mtlzoo.recipe.RecipeError, match="fused_batch_norm must be true or false"):
+        mtlzoo.get_recipe("driving_perception_lite", fused_batch_norm="yes")
