@@ -63,6 +63,7 @@ FLOORS = {
     "mtlzoo.recipe": 4,
     "mtlzoo.data": 4,
     "mtlzoo.task_spec": 4,  # TaskSpec and the recipe key checks (split from recipe.py)
+    "mtlzoo.recipe_building": 4,  # the seeding and dtype policy of a recipe's build (split from recipe.py)
     "mtlzoo.api": 4,  # build/load: the workflows above load models too
     # 5 workflows: what a user runs on a model.
     "mtlzoo.training": 5,

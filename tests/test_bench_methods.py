@@ -64,13 +64,13 @@ def test_select_globs_bare_names_and_baselines():
 
 
 def test_options_accept_cli_values():
-    opts = methods._options({"seeds": "0,2", "budget": "smoke", "methods": "pcgrad"})
+    opts = methods.options({"seeds": "0,2", "budget": "smoke", "methods": "pcgrad"})
     assert opts["seeds"] == [0, 2]
-    assert methods._options({"seeds": 3})["seeds"] == [3]
+    assert methods.options({"seeds": 3})["seeds"] == [3]
     with pytest.raises(ValueError, match="seeds"):
-        methods._options({"seeds": "0,x"})
+        methods.options({"seeds": "0,x"})
     with pytest.raises(ValueError, match="no option 'seed'.*'seeds'"):
-        methods._options({"seed": 1})
+        methods.options({"seed": 1})
 
 
 # ---------------------------------------------------------------------------- Δm and the table, on made-up results

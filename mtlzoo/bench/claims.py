@@ -98,7 +98,7 @@ def scarce_runs(seeds, task):
 def _methods_opts(budget, task, fraction):
     from mtlzoo.bench import methods
 
-    return methods._options({"budget": budget, "overrides": {"data.label_fractions": {task: fraction}}})
+    return methods.options({"budget": budget, "overrides": {"data.label_fractions": {task: fraction}}})
 
 
 def scarce_validation(budget):
@@ -106,7 +106,7 @@ def scarce_validation(budget):
     from mtlzoo.bench import methods
     from mtlzoo.data.splits import load_split
 
-    opts = methods._options({"budget": budget})
+    opts = methods.options({"budget": budget})
     spec = methods.BUDGETS[budget]
     return load_split(dict(methods.base_recipe(opts).data, num_validation_examples=spec["num_validation"]),
                       "validation", image_size=spec["image_size"], batch_size=spec["batch_size"],

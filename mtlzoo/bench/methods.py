@@ -157,7 +157,8 @@ def _seeds(value) -> list:
     return seeds
 
 
-def _options(args) -> dict:
+def options(args) -> dict:
+    """The benchmark's options (`_DEFAULTS` updated by `args`: a dict, a Namespace or None), validated."""
     from mtlzoo.recipe import parse_cli_overrides
     from mtlzoo.registry import suggestion
 
@@ -353,7 +354,7 @@ def run(args=None) -> dict:
     Returns:
         dict with `configurations`, `failures` and (unless `no_report`) the report's `rows`, `markdown`, `figure`.
     """
-    opts = _options(args)
+    opts = options(args)
     names = [c.name for c in select(configurations(list(base_recipe(opts).tasks)), opts["methods"])]
     if opts["list"]:
         print("\n".join(names))

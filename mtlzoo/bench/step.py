@@ -54,8 +54,9 @@ or `mtlzoo bench step steps=5 rounds=3 "overrides={input_shape: [64, 128, 3]}"`.
 
 from __future__ import annotations
 
-import statistics
 import time
+
+from mtlzoo.bench.step_breakdown import breakdown, flag, interleaved
 
 _DEFAULTS = {
     "recipe": "driving_perception_lite",
@@ -178,12 +179,6 @@ def _variants(opts) -> list:
     return out
 
 
-def _flag(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() not in ("", "0", "false", "no", "off", "none")
-    return bool(value)
-
-
 def _torch_reference(compare):
     """The PyTorch reference module (imported only here: everything else runs without torch)."""
     if str(compare).strip().lower() != "torch":
@@ -199,79 +194,6 @@ def _tf_threads() -> int:
     import tensorflow as tf
 
     return tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
-
-
-def _tf_stages(model, x, y):
-    """The equal-weight step in four cumulative stages, as callables (see the module docstring)."""
-    import tensorflow as tf
-
-    trunk, heads = model.shared_representation_model()
-    head_vars = [v for vs in model.variable_groups()[1].values() for v in vs]
-    xt, yt = tf.constant(x), {t: tf.constant(v) for t, v in y.items()}
-
-    def total(y_pred):
-        return model.combine_task_losses(model.compute_task_losses(yt, y_pred))
-
-    @tf.function
-    def forward():
-        with tf.GradientTape():
-            return total(model(xt, training=True))
-
-    @tf.function
-    def heads_backward():
-        with tf.GradientTape() as tape:
-            features = [tf.stop_gradient(f) for f in trunk(xt, training=True)]
-            loss = total(heads(features, training=True))
-        return tape.gradient(loss, head_vars)
-
-    @tf.function
-    def full_backward():
-        with tf.GradientTape() as tape:
-            loss = total(model(xt, training=True))
-        return tape.gradient(loss, model.trainable_variables)
-
-    return {"forward+losses": forward, "+heads backward": heads_backward, "+full backward": full_backward,
-            "full step": lambda: model.train_on_batch(xt, yt)}
-
-
-def _interleaved(pairs, rounds, steps):
-    """Median seconds per call of each (name, callable) in `pairs`, timed in turn within each round."""
-    times = {name: [] for name, _ in pairs}
-    for _ in range(int(rounds)):
-        for name, fn in pairs:
-            start = time.perf_counter()
-            for _ in range(int(steps)):
-                fn()
-            times[name].append((time.perf_counter() - start) / int(steps))
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
-def _breakdown(opts, recipe, model, x, y, ref_module, threads):
-    """Prints the four-stage breakdown of the equal-weight step, TF and PyTorch side by side."""
-    tf_fns = _tf_stages(model, x, y)
-    pairs = []
-    torch_fns = {}
-    if ref_module is not None:
-        ref = ref_module.TorchReference.from_recipe(recipe, threads=threads, channels_last=_flag(opts["channels_last"]))
-        torch_fns = ref.stages(*ref.batch(x, y))
-    for stage, fn in tf_fns.items():
-        for _ in range(int(opts["warmup"])):
-            fn()
-            if stage in torch_fns:
-                torch_fns[stage]()
-        pairs.append((("tf", stage), fn))
-        if stage in torch_fns:
-            pairs.append((("torch", stage), torch_fns[stage]))
-    med = _interleaved(pairs, opts["rounds"], opts["steps"])
-    print("| stage (equal weights) | TF ms | torch ms | × torch |")
-    print("| --- | ---: | ---: | ---: |")
-    out = {}
-    for stage in tf_fns:
-        tf_ms, torch_ms = 1000 * med[("tf", stage)], 1000 * med.get(("torch", stage), float("nan"))
-        out[stage] = {"tf_ms": tf_ms, "torch_ms": torch_ms}
-        theirs = f"{torch_ms:.1f} | {tf_ms / torch_ms:.2f}" if stage in torch_fns else "- | -"
-        print(f"| {stage} | {tf_ms:.1f} | {theirs} |")
-    return out
 
 
 def _batch(recipe, batch_size):
@@ -373,7 +295,7 @@ def run(args=None) -> dict:
         print(f"  [{i + 1}/{len(candidates)}] {name}: built and traced in {time.perf_counter() - began:.0f} s", flush=True)
     torch_steps = {}
     if ref_module is not None:
-        torch_steps = ref_module.counterparts(recipe, list(models), x_np, y_np, threads, _flag(opts["channels_last"]),
+        torch_steps = ref_module.counterparts(recipe, list(models), x_np, y_np, threads, flag(opts["channels_last"]),
                                               int(opts["warmup"]))
     for model in models.values():
         model.train_on_batch(x, y)
@@ -383,7 +305,7 @@ def run(args=None) -> dict:
         pairs.append((name, lambda model=model: model.train_on_batch(x, y)))
         if name in torch_steps:
             pairs.append((("torch", name), torch_steps[name]))
-    timed = _interleaved(pairs, opts["rounds"], opts["steps"])
+    timed = interleaved(pairs, opts["rounds"], opts["steps"])
     med = {name: timed[name] for name in models}
     memory = {}
     if isolated:
@@ -412,7 +334,7 @@ def run(args=None) -> dict:
           f"jit_compile={bool(opts['jit_compile'])}, {opts['rounds']} rounds x {opts['steps']} steps, median; "
           f"[T, P] gradient matrix of the shared parameters = {matrix_bytes / 2**20:.1f} MB; {threads} threads"
           + (f"; PyTorch {ref_module.torch.__version__}"
-             f"{' channels_last' if _flag(opts['channels_last']) else ''}" if ref_module else ""))
+             f"{' channels_last' if flag(opts['channels_last']) else ''}" if ref_module else ""))
     header = "| method | step ms | × equal | × T backward passes |"
     if ref_module:
         header += " torch ms | × torch |"
@@ -440,8 +362,8 @@ def run(args=None) -> dict:
                 result["profile"][name] = profile_steps(lambda model=model: model.train_on_batch(x, y),
                                                         int(opts["steps"]), folder)
                 print_summary(result["profile"][name])
-    if _flag(opts["breakdown"]):
-        result["breakdown"] = _breakdown(opts, recipe, models["equal"], x_np, y_np, ref_module, threads)
+    if flag(opts["breakdown"]):
+        result["breakdown"] = breakdown(opts, recipe, models["equal"], x_np, y_np, ref_module, threads)
     return result
 
 

@@ -69,8 +69,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
 
 def use_fused_batch_norm(model) -> int:
-    """Makes every plain `keras.layers.BatchNormalization` of `model` (nested models included) a
-    `FusedBatchNormalization`, in place: same variables and config, fused TensorFlow ops. Returns how many.
+    """Makes every plain `keras.layers.BatchNormalization` of `model` (nested models included; not those a custom
+    layer creates inside itself) a `FusedBatchNormalization`, in place: same variables and config, fused
+    TensorFlow ops. Returns how many.
 
     Call it before the model's train step is traced (`mtlzoo.build` does).
 
@@ -82,7 +83,9 @@ def use_fused_batch_norm(model) -> int:
     from mtlzoo.layers.traversal import iter_layers
 
     count = 0
-    for layer in iter_layers(model):
+    # Only layers a saved model records by class: a custom layer's own sub-layers come back as its constructor
+    # makes them, so converting them would make a reloaded model compute differently from the saved one.
+    for layer in iter_layers(model, sublayers=False):
         if type(layer) is keras.layers.BatchNormalization:
             layer.__class__ = FusedBatchNormalization
             count += 1
