@@ -134,6 +134,37 @@ def test_every_format_round_trips_hard_sharing(hard_model, hard_export):
     assert "QUANTIZE" in entry["ops"] and not any(op.startswith("Flex") for op in entry["ops"])
 
 
+def test_selective_int8_keeps_the_listed_ops_in_float32_and_verifies(hard_model, tmp_path):
+    """`int8_float_ops`: convolutions in int8, the listed ops (here every op but CONV_2D) in float32."""
+    float_ops = ["DEPTHWISE_CONV_2D", "HARD_SWISH", "MUL", "MEAN", "LOGISTIC", "RESIZE_BILINEAR", "CONCATENATION",
+                 "RESHAPE", "SUB", "AVERAGE_POOL_2D", "ADD", "RELU", "PAD", "MAX_POOL_2D"]
+    result = export(hard_model, tmp_path / "sel", formats=["tflite_int8"],
+                    representative_data=validation(hard_model.task_names, n=8), int8_float_ops=float_ops,
+                    postprocessed=False)
+    assert result.passed
+    entry = result.report["formats"]["tflite_int8"]
+    assert entry["float_ops"] == float_ops
+    dtypes = tfl.op_input_dtypes(result.paths["tflite_int8"])
+    assert dtypes["CONV_2D"] == ["int8"]
+    assert "QUANTIZE" in dtypes and "DEQUANTIZE" in dtypes
+    listed = [op for op in float_ops if op in dtypes]
+    assert listed and all(dtypes[op] == ["float32"] for op in listed), dtypes
+    x = images(2)
+    ref, got = keras_outputs(hard_model, x), Runner(result.paths["tflite_int8"])(x)
+    assert np.mean(np.abs(got["depth"] - ref["depth"])) < 2.0  # metres, on a 0-100 m range
+
+
+def test_int8_float_ops_are_validated():
+    assert tfl.int8_float_ops("x86") == tfl.INT8_FLOAT_OPS["x86"]
+    assert tfl.int8_float_ops(None) == () and tfl.int8_float_ops("none") == ()
+    assert tfl.int8_float_ops("depthwise_conv_2d, mul") == ("DEPTHWISE_CONV_2D", "MUL")
+    with pytest.raises(ValueError, match="neither a preset"):
+        tfl.int8_float_ops("x68 please")
+    with pytest.raises(ValueError, match="int8_io=True needs a fully int8 model"):
+        export("unused.keras", "/nonexistent/never", formats=["tflite_int8"], representative_data=np.zeros((1, 32, 64, 3)),
+               int8_io=True, int8_float_ops="x86")
+
+
 def test_cross_stitch_round_trips_with_int8_io(tmp_path):
     model = train_briefly(mtlzoo.build("driving_perception_cross_stitch", tasks=["depth", "scene"], **TINY), steps=8)
     val = validation(model.task_names, n=8)

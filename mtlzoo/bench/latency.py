@@ -54,7 +54,8 @@ from pathlib import Path
 import numpy as np
 
 _DEFAULTS = {"recipe": "driving_perception_lite", "overrides": [], "repeats": 30, "out": None,
-             "warmup": 5, "threads": (1, 2), "single_task": True, "dynamic": False, "model": None}
+             "warmup": 5, "threads": (1, 2), "single_task": True, "dynamic": False, "model": None,
+             "int8_float_ops": None}
 
 
 def _options(args) -> dict:
@@ -170,7 +171,9 @@ def run(args=None) -> dict:
             time free-batch TFLite conversions, default False) and `model`
             (a `.keras` file or `zoo:NAME` to time instead of the recipe's
             untrained model: untrained BatchNorm statistics give int8 scales
-            that XNNPACK refuses for some ops). In a dict (as
+            that XNNPACK refuses for some ops), `int8_float_ops` (also time a selective int8 model,
+            `tflite_int8_selective`, that keeps these ops in float32: "x86" or op names; see
+            `mtlzoo.export(int8_float_ops=...)`). In a dict (as
             `mtlzoo bench latency key=value ...` passes it), other keys are
             recipe overrides.
 
@@ -217,6 +220,10 @@ def run(args=None) -> dict:
                 "saved_model": {"size_bytes": _folder_bytes(result.paths["saved_model"])}}
         files = {f"tflite_{label}": result.paths[fmt]
                  for fmt, label in (("tflite", "float32"), ("tflite_fp16", "fp16"), ("tflite_int8", "int8"))}
+        if opts["int8_float_ops"]:
+            selective = export(model, workdir / "selective", formats=["tflite_int8"], representative_data=calibration,
+                               verify=False, postprocessed=False, int8_float_ops=opts["int8_float_ops"])
+            files["tflite_int8_selective"] = selective.paths["tflite_int8"]
         if opts["dynamic"]:  # the same models from the free-batch serving SavedModel
             for label in ("float32", "fp16", "int8"):
                 path = workdir / f"dynamic_{label}.tflite"
@@ -277,10 +284,11 @@ def run(args=None) -> dict:
             **info.get(name, {}),
         }
     int8_ratios = {}
-    for stem in ("tflite", "tflite_dynamic"):
-        suffix = "_dynamic" if stem.endswith("dynamic") else ""
+    for i8_stem, f32_stem, suffix in (("tflite_int8", "tflite_float32", ""),
+                                      ("tflite_int8_dynamic", "tflite_float32_dynamic", "_dynamic"),
+                                      ("tflite_int8_selective", "tflite_float32", "_selective")):
         for threads in opts["threads"]:
-            i8, f32 = f"tflite_int8{suffix}_t{threads}", f"tflite_float32{suffix}_t{threads}"
+            i8, f32 = f"{i8_stem}_t{threads}", f"{f32_stem}_t{threads}"
             if i8 in medians and f32 in medians:
                 int8_ratios[f"int8_over_float32{suffix}_t{threads}"] = round(medians[i8] / medians[f32], 3)
                 int8_ratios[f"int8_over_keras_direct{suffix}_t{threads}"] = round(medians[i8] / ref, 3)

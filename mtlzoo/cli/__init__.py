@@ -75,6 +75,9 @@ def make_parser():
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier mtlzoo export at --out (anything else there is left alone: an error)")
     p.add_argument("--int8-io", action="store_true", help="int8 inputs/outputs for tflite_int8 (default: float I/O)")
+    p.add_argument("--int8-float-ops", default=None,
+                   help="ops tflite_int8 keeps in float32: x86 (faster on x86 CPUs) or op names, comma-separated "
+                   "(default: none, full int8)")
     p.add_argument("--no-verify", action="store_true", help="skip the comparison with the Keras model")
     p.add_argument("--data", default=None, help="calibration/verification dataset (default: the recipe's)")
     p.add_argument("--data-dir", default=None, help="data_dir of that dataset")

@@ -53,7 +53,8 @@ def cmd_export(args):
         raise ValueError(f"{args.model!r} is not an mtlzoo multi-task model (.keras) or a recipe.")
     data = None if (args.no_verify and "tflite_int8" not in formats) else _representative_data(model, args)
     result = export(model, args.out, formats=formats, representative_data=data, overwrite=args.overwrite,
-                    verify=not args.no_verify, int8_io=args.int8_io)
+                    verify=not args.no_verify, int8_io=args.int8_io,
+                    int8_float_ops=args.int8_float_ops)
     for fmt, path in result.paths.items():
         print(f"{fmt:<12} {path}")
     if result.report.get("verified"):

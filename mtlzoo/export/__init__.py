@@ -224,6 +224,7 @@ def export(
     postprocessed=True,
     detection_options=None,
     edge_batch_size=1,
+    int8_float_ops=None,
 ):
     """Exports a multi-task model for deployment, verifies every file and publishes the folder atomically.
 
@@ -261,6 +262,12 @@ def export(
             partition; `mtlzoo.edge.Runner` runs larger batches one example at
             a time). None keeps a free batch. The SavedModel always has a free
             batch. Defaults to 1.
+        int8_float_ops: str, list or None. Ops that `"tflite_int8"` keeps in
+            float32 (selective quantisation): `"x86"` (the ops whose int8
+            XNNPACK kernels are slower than float32 ones on x86 CPUs; see
+            `mtlzoo.export.tflite.INT8_FLOAT_OPS`), TFLite op names, or None
+            (full int8, the default: what ARM CPUs and NPUs run fastest).
+            Not with `int8_io`.
 
     Returns:
         `ExportResult` with `.paths` (format -> path) and `.report`.
@@ -288,6 +295,9 @@ def export(
     from mtlzoo.export import tflite as tfl
     from mtlzoo.export import verify as ver
 
+    float_ops = tfl.int8_float_ops(int8_float_ops)  # before loading anything
+    if float_ops and int8_io:
+        raise ValueError("int8_io=True needs a fully int8 model: leave int8_float_ops unset, or use float I/O.")
     model = _resolve_model(model)
     formats = normalize_formats(formats)
     out_dir = check_target(out_dir, overwrite)
@@ -362,20 +372,23 @@ def export(
                 continue
             precision = _PRECISION[fmt]
             start = time.perf_counter()
-            family = "int8" if precision == "int8" else "float"
+            # A selective int8 model keeps hard-swish in float32: it is converted from the float edge graph.
+            family = "int8" if precision == "int8" and not float_ops else "float"
             if family not in edge_dirs:
                 folder = staging / f".edge_{family}"
                 edge_dirs[family] = folder, export_edge_saved_model(model, folder, precision, edge_batch_size)
             flatbuffer = tfl.convert(
                 edge_dirs[family][0], precision, representative=representative_data,
                 int8_io=int8_io and precision == "int8", model=model, input_rank=input_rank,
-                num_calibration=num_calibration,
+                num_calibration=num_calibration, float_ops=float_ops if precision == "int8" else (),
             )
             seconds = time.perf_counter() - start
             file = staging / FORMAT_FILES[fmt]
             file.write_bytes(flatbuffer)
             entry = {"file": FORMAT_FILES[fmt], "size_bytes": len(flatbuffer), "convert_seconds": round(seconds, 2),
                      "ops": tfl.op_names(flatbuffer), "rewrites": edge_dirs[family][1]}
+            if precision == "int8" and float_ops:
+                entry["float_ops"] = list(float_ops)
             delegation = tfl.analyze(flatbuffer)
             entry["input_shape"] = [int(d) for d in tfl.signature_input_shape(flatbuffer)]
             entry["delegation"] = {k: delegation[k] for k in ("partitions", "ops", "delegated_ops", "undelegated_ops")}
