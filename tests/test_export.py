@@ -21,6 +21,7 @@ import mtlzoo.data
 from mtlzoo.edge import Runner
 from mtlzoo.export import ExportVerificationError, atomic, export
 from mtlzoo.export import saved_model as sm
+from mtlzoo.export import selective_int8
 from mtlzoo.export import tflite as tfl
 from mtlzoo.data.synthetic_driving import render_scene
 from mtlzoo.heads.centernet_targets import decode_centernet
@@ -144,7 +145,7 @@ def test_selective_int8_keeps_the_listed_ops_in_float32_and_verifies(hard_model,
     assert result.passed
     entry = result.report["formats"]["tflite_int8"]
     assert entry["float_ops"] == float_ops
-    dtypes = tfl.op_input_dtypes(result.paths["tflite_int8"])
+    dtypes = selective_int8.op_input_dtypes(result.paths["tflite_int8"])
     assert dtypes["CONV_2D"] == ["int8"]
     assert "QUANTIZE" in dtypes and "DEQUANTIZE" in dtypes
     listed = [op for op in float_ops if op in dtypes]
@@ -155,11 +156,11 @@ def test_selective_int8_keeps_the_listed_ops_in_float32_and_verifies(hard_model,
 
 
 def test_int8_float_ops_are_validated():
-    assert tfl.int8_float_ops("x86") == tfl.INT8_FLOAT_OPS["x86"]
-    assert tfl.int8_float_ops(None) == () and tfl.int8_float_ops("none") == ()
-    assert tfl.int8_float_ops("depthwise_conv_2d, mul") == ("DEPTHWISE_CONV_2D", "MUL")
+    assert selective_int8.int8_float_ops("x86") == selective_int8.INT8_FLOAT_OPS["x86"]
+    assert selective_int8.int8_float_ops(None) == () and selective_int8.int8_float_ops("none") == ()
+    assert selective_int8.int8_float_ops("depthwise_conv_2d, mul") == ("DEPTHWISE_CONV_2D", "MUL")
     with pytest.raises(ValueError, match="neither a preset"):
-        tfl.int8_float_ops("x68 please")
+        selective_int8.int8_float_ops("x68 please")
     with pytest.raises(ValueError, match="int8_io=True needs a fully int8 model"):
         export("unused.keras", "/nonexistent/never", formats=["tflite_int8"], representative_data=np.zeros((1, 32, 64, 3)),
                int8_io=True, int8_float_ops="x86")

@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from mtlzoo.export.atomic import MARKER_FILE, atomic_directory, check_target
+from mtlzoo.export import selective_int8
 from mtlzoo.export.edge_graph import export_edge_saved_model
 from mtlzoo.export.tflite import ConversionError
 from mtlzoo.export.verify import TOLERANCES, ExportVerificationError, run_batched, verify_tflite
@@ -265,7 +266,7 @@ def export(
         int8_float_ops: str, list or None. Ops that `"tflite_int8"` keeps in
             float32 (selective quantisation): `"x86"` (the ops whose int8
             XNNPACK kernels are slower than float32 ones on x86 CPUs; see
-            `mtlzoo.export.tflite.INT8_FLOAT_OPS`), TFLite op names, or None
+            `mtlzoo.export.selective_int8.INT8_FLOAT_OPS`), TFLite op names, or None
             (full int8, the default: what ARM CPUs and NPUs run fastest).
             Not with `int8_io`.
 
@@ -295,7 +296,7 @@ def export(
     from mtlzoo.export import tflite as tfl
     from mtlzoo.export import verify as ver
 
-    float_ops = tfl.int8_float_ops(int8_float_ops)  # before loading anything
+    float_ops = selective_int8.int8_float_ops(int8_float_ops)  # before loading anything
     if float_ops and int8_io:
         raise ValueError("int8_io=True needs a fully int8 model: leave int8_float_ops unset, or use float I/O.")
     model = _resolve_model(model)

@@ -41,30 +41,6 @@ from mtlzoo.export.saved_model import SERVING_DEFAULT
 
 #: Precision name -> file name inside an export folder.
 FILENAMES = {"float32": "model_float32.tflite", "fp16": "model_fp16.tflite", "int8": "model_int8.tflite"}
-#: Named sets of TFLite ops that an int8 export keeps in float32 (`int8_float_ops=`). "x86": the ops whose int8
-#: XNNPACK kernels were slower than their float32 ones on an AVX512-VNNI x86 CPU (depthwise convolutions,
-#: hard-swish and the other element-wise and resampling ops); convolutions, fully connected layers, additions and
-#: ReLUs stay int8. On that CPU it made the edge driving_perception_lite model 0.65x float32 at 1 thread, against
-#: 0.9-1.08x for the full-int8 model (docs/benchmarks.md, "Edge latency").
-INT8_FLOAT_OPS = {
-    "x86": ("DEPTHWISE_CONV_2D", "HARD_SWISH", "MUL", "MEAN", "LOGISTIC", "RESIZE_BILINEAR", "CONCATENATION",
-            "RESHAPE", "SUB", "AVERAGE_POOL_2D"),
-}
-
-
-def int8_float_ops(value) -> tuple:
-    """The TFLite op names an int8 export keeps in float32: None/"none" (full int8), a preset of
-    `INT8_FLOAT_OPS` ("x86"), or op names (a list or a comma-separated string)."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
-        return ()
-    if isinstance(value, str) and value.strip().lower() in INT8_FLOAT_OPS:
-        return INT8_FLOAT_OPS[value.strip().lower()]
-    names = [v.strip().upper() for v in (value.split(",") if isinstance(value, str) else value) if str(v).strip()]
-    bad = [n for n in names if not re.fullmatch(r"[A-Z][A-Z0-9_]*", n)]
-    if bad or not names:
-        raise ValueError(f"int8_float_ops: {value!r} is neither a preset ({', '.join(INT8_FLOAT_OPS)}, none) nor a "
-                         "list of TFLite op names such as DEPTHWISE_CONV_2D,HARD_SWISH.")
-    return tuple(names)
 
 
 class ConversionError(RuntimeError):
@@ -188,7 +164,7 @@ def convert(saved_model_dir, precision: str = "float32", representative=None, in
         input_rank: int. Rank of one input example; defaults from `model` or 3.
         num_calibration: int. Calibration examples used at most. Defaults to 100.
         float_ops: TFLite op names an `"int8"` model keeps in float32 (selective quantisation, with
-            quantise/dequantise ops at the boundaries; see `INT8_FLOAT_OPS`). Defaults to none: full int8.
+            quantise/dequantise ops at the boundaries; see `mtlzoo.export.selective_int8`). Defaults to none.
 
     Returns:
         bytes of the `.tflite` flatbuffer (builtin ops only).
@@ -254,19 +230,6 @@ def _selective_int8(converter, calibration, float_ops, model, precision) -> byte
         raise ConversionError(f"TFLite {precision} model uses non-builtin ops {bad}; ai-edge-litert cannot run them.",
                               ops=bad)
     return flatbuffer
-
-
-def op_input_dtypes(model) -> dict:
-    """dict op name -> sorted dtype names of its first input over the ops of a TFLite model (bytes or path): which
-    ops run in int8 and which in float32 (e.g. `{"CONV_2D": ["int8"], "DEPTHWISE_CONV_2D": ["float32"]}`)."""
-    interpreter = open_interpreter(model)
-    out = {}
-    for op in interpreter._get_ops_details():
-        inputs = [int(i) for i in op["inputs"] if int(i) >= 0]
-        if inputs:
-            dtype = np.dtype(interpreter._get_tensor_details(inputs[0], 0)["dtype"]).name
-            out.setdefault(op["op_name"], set()).add(dtype)
-    return {k: sorted(v) for k, v in out.items()}
 
 
 _OP_PATTERNS = (
