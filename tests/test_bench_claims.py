@@ -29,6 +29,17 @@ def _fake(arm, rho, seed, maes):
             "metrics": {t: {"mae": v} for t, v in maes.items()}}
 
 
+def _results_and_doc(tmp_path, claim, results, text):
+    """Writes `results` as the claim's JSON files under tmp_path/results and a doc holding `text`; returns the doc."""
+    folder = tmp_path / "results" / claim
+    folder.mkdir(parents=True)
+    for i, r in enumerate(results):
+        (folder / f"r{i}.json").write_text(json.dumps(r))
+    doc = tmp_path / "when.md"
+    doc.write_text(text)
+    return doc
+
+
 def test_table_and_doc_section_from_results(tmp_path):
     results = []
     for seed in (0, 1):
@@ -39,12 +50,7 @@ def test_table_and_doc_section_from_results(tmp_path):
     mean, std, n = curves["shared_bottom"][1.0]
     assert (mean, n) == (pytest.approx(1.25), 2) and std == pytest.approx(0.35355, rel=1e-3)  # per-seed means 1.0 and 1.5
     assert "| shared_bottom | 1.000 ± 0.707 (n=2) / 1.500 ± 0.000 (n=2) | – / – | – / – | – / – | 10 |" in table
-    folder = tmp_path / "results" / "relatedness"
-    folder.mkdir(parents=True)
-    for i, r in enumerate(results):
-        (folder / f"r{i}.json").write_text(json.dumps(r))
-    doc = tmp_path / "when.md"
-    doc.write_text("# When\n\nintro\n")
+    doc = _results_and_doc(tmp_path, "relatedness", results, "# When\n\nintro\n")
     for _ in range(2):  # the section is replaced, not appended twice
         claims.run({"report": True, "results": str(tmp_path / "results"), "doc": str(doc), "figures": str(tmp_path)})
     text = doc.read_text()
@@ -87,12 +93,7 @@ def test_scarce_table_pairs_each_multi_task_run_with_its_single_task_run(tmp_pat
     assert curves["single_task:depth"][1.0] is None
     # per seed: (0.30 - 0.40) / 0.40 = -25 %, (0.30 - 0.20) / 0.20 = +50 %: mean +12.5 %
     assert "| weighting:equal, change vs single-task | – | – | – | +12.5 ± 53.0 % (n=2) |" in table
-    folder = tmp_path / "results" / "scarce_labels"
-    folder.mkdir(parents=True)
-    for i, r in enumerate(results):
-        (folder / f"r{i}.json").write_text(json.dumps(r))
-    doc = tmp_path / "when.md"
-    doc.write_text("# When\n")
+    doc = _results_and_doc(tmp_path, "scarce_labels", results, "# When\n")
     claims.run({"claim": "scarce_labels", "report": True, "results": str(tmp_path / "results"), "doc": str(doc),
                 "figures": str(tmp_path)})
     assert "<!-- claims-scarce_labels-depth:begin -->" in doc.read_text()

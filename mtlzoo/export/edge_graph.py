@@ -47,14 +47,9 @@ DYNAMIC_SHAPE_OPS = ("SHAPE", "STRIDED_SLICE", "TILE", "EXPAND_DIMS")
 
 
 def _all_layers(model):
-    stack, seen = list(getattr(model, "layers", [])), set()
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        yield layer
-        stack.extend(getattr(layer, "layers", None) or [])
+    from mtlzoo.layers.traversal import iter_layers
+
+    return (layer for layer in iter_layers(model, sublayers=False) if layer is not model)
 
 
 def nearest_upsample(x, size):
