@@ -29,12 +29,12 @@ def pytest_ignore_collect(collection_path, config):
 
 # ---------------------------------------------------------------- scheduling on 2 workers (make test: -n 2 --dist loadfile)
 #: Files that share a session fixture with another file run on the same worker, so the fixture is built once.
-SAME_WORKER = {"tests/test_edge_static.py": "tests/test_export.py"}
+SAME_WORKER = {"tests/test_edge_static.py": "tests/test_export.py", "tests/test_edge.py": "tests/test_export.py"}
 #: Seconds per file measured with `--durations=0` (2026-12-02; rounded). Files are handed to the workers longest
 #: first, so the run does not end with one worker busy on a long file while the other idles. A file missing here
 #: goes after these, by its number of tests; the order changes only the wall time, never a result.
 FILE_SECONDS = {
-    "test_models": 200, "test_export": 225, "test_distribute": 145, "test_tuning": 110, "test_reliability_state": 105,
+    "test_models": 120, "test_export": 265, "test_distribute": 145, "test_tuning": 110, "test_reliability_state": 105,
     "test_gradient_hook": 90, "test_zoo": 73, "test_reliability_runs": 70, "test_mtan": 60, "test_grouping": 56,
     "test_evaluation": 55, "test_weighting": 47, "test_training": 44, "test_data_readers": 44,
     "test_bench_methods": 44, "test_sharing_methods": 33, "test_weighting_fit": 32, "test_aggregators": 27,

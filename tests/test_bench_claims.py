@@ -71,14 +71,16 @@ def test_scarce_runs_cover_every_arm_fraction_and_seed():
     assert {r[1] for r in runs} <= known  # every arm is a configuration of the methods benchmark
 
 
-def test_one_scarce_smoke_run_trains_on_the_labelled_fraction():
+def test_one_scarce_smoke_run_trains_on_the_labelled_fraction(tmp_path):
     validation = claims.scarce_validation("smoke")
-    result = claims.run_scarce("single_task:depth", 0.25, 0, "smoke", "depth", validation)
+    result = claims.run_scarce("single_task:depth", 0.25, 0, "smoke", "depth", validation, models_root=str(tmp_path))
     assert result["recipe"]["data"]["label_fractions"] == {"depth": 0.25}
     assert result["recipe"]["tasks"].keys() == {"depth"}
     assert result["fraction"] == 0.25 and result["claim"] == "scarce_labels"
     assert 0 < result["metrics"]["depth"]["abs_rel"] < 10
     assert "--claim scarce_labels --task depth --seeds 0 --budget smoke" in result["command"]
+    # its single-task model is kept apart from the methods benchmark's (which `_init` configurations load)
+    assert (tmp_path / "scarce_labels-depth0.25" / "smoke" / "single_task-depth__seed0.keras").exists()
 
 
 def test_scarce_table_pairs_each_multi_task_run_with_its_single_task_run(tmp_path):
@@ -103,3 +105,35 @@ def test_scarce_table_pairs_each_multi_task_run_with_its_single_task_run(tmp_pat
 def test_unknown_claim_names_the_near_match():
     with pytest.raises(ValueError, match="Did you mean 'scarce_labels'"):
         claims.run({"claim": "scarce_label", "report": True})
+
+
+# ---------------------------------------------------------------- overfitting
+def test_overfit_runs_cover_every_arm_size_and_seed():
+    runs = claims.overfit_runs([0, 1])
+    assert len(runs) == 2 * len(claims.OVERFIT_SIZES) * len(claims.OVERFIT_ARMS)
+    assert len({r[0] for r in runs}) == len(runs) and "weighting-equal__n100__seed1" in {r[0] for r in runs}
+
+
+def test_one_overfit_smoke_run_reports_training_and_validation_metrics(tmp_path):
+    validation = claims.scarce_validation("smoke")
+    result = claims.run_overfit("weighting:equal", 12, 0, "smoke", validation, models_root=str(tmp_path))
+    assert result["recipe"]["data"]["num_examples"] == 12 and result["num_train"] == 12
+    assert set(result["metrics_train"]) == set(result["metrics"]) == {"segmentation", "depth", "detection", "scene"}
+    from mtlzoo.bench import methods
+
+    smoke = methods.BUDGETS["smoke"]  # the same steps whatever the training-set size
+    assert result["final_logs"] and result["epochs"] == smoke["epochs"]
+    assert "--claim overfitting --seeds 0 --budget smoke" in result["command"]
+
+
+def test_overfit_table_gives_the_train_validation_gap_per_arm():
+    def fake(arm, seed, train, val):
+        task = "depth"
+        return {"format": claims.FORMAT, "claim": "overfitting", "arm": arm, "num_train": 100, "seed": seed,
+                "metrics": {task: {"abs_rel": val}}, "metrics_train": {task: {"abs_rel": train}}}
+
+    table = claims.overfit_table([fake("single_task:depth", 0, 0.10, 0.30), fake("single_task:depth", 1, 0.10, 0.20),
+                                  fake("weighting:equal", 0, 0.20, 0.25)])
+    row = next(line for line in table.splitlines() if line.startswith("| depth (abs_rel) | 100 |"))
+    assert "0.100 ± 0.000 / 0.250 ± 0.071 / -0.150 ± 0.071 (n=2)" in row
+    assert "0.200 ± 0.000 / 0.250 ± 0.000 / -0.050 ± 0.000 (n=1)" in row

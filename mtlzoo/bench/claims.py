@@ -14,6 +14,9 @@ Claims implemented so far:
   scenes and the others on all of them; that task's validation metric for its single-task model, the multi-task
   model with equal weighting and with the best gradient method of the methods benchmark. Runs are configurations of
   `mtlzoo bench methods` (same recipe, budget, seeds and validation scenes) with `data.label_fractions` set.
+- `overfitting`: training sets of 100, 300 and 1000 scenes, every arm trained for the methods budget's number of
+  steps; each task's metric on its own training scenes and on the validation scenes, single-task against
+  multi-task (equal weighting): the train/validation gap.
 
 Example:
 ```python
@@ -54,6 +57,11 @@ SCARCE_FRACTIONS = (1.0, 0.25, 0.10, 0.05)
 SCARCE_ARMS = ("single_task:{task}", "weighting:equal", "aggregator:aligned_mtl")
 #: The metric reported per scarce task (lower is better for depth's abs_rel).
 SCARCE_METRIC = {"depth": "abs_rel", "segmentation": "miou", "detection": "map50", "scene": "map"}
+#: Claim `overfitting`: training-set sizes (scenes), arms, and the metric per task (detection's mAP@0.5 is near 0 at
+#: this budget, see the methods table, so it is trained but not tabulated).
+OVERFIT_SIZES = (100, 300, 1000)
+OVERFIT_ARMS = ("single_task:segmentation", "single_task:depth", "single_task:scene", "weighting:equal")
+OVERFIT_METRIC = {"segmentation": "miou", "depth": "abs_rel", "scene": "map"}
 BUDGETS = {"standard": {"epochs": 10, "num_train": 10000, "num_validation": 1000, "batch_size": 64},
            "smoke": {"epochs": 1, "num_train": 64, "num_validation": 32, "batch_size": 32}}
 
@@ -95,10 +103,13 @@ def scarce_runs(seeds, task):
             for seed in seeds for fraction in SCARCE_FRACTIONS for arm in SCARCE_ARMS]
 
 
-def _methods_opts(budget, task, fraction):
+def _methods_opts(budget, task, fraction, models_root=os.path.join("runs", "claims_models")):
     from mtlzoo.bench import methods
 
-    return methods.options({"budget": budget, "overrides": {"data.label_fractions": {task: fraction}}})
+    # Single-task runs keep their models for the methods benchmark's `_init` configurations: a claim's models (other
+    # data) go to a folder of their own, or they would replace the methods benchmark's.
+    return methods.options({"budget": budget, "overrides": {"data.label_fractions": {task: fraction}},
+                            "models": os.path.join(models_root, f"scarce_labels-{task}{fraction:g}")})
 
 
 def scarce_validation(budget):
@@ -113,10 +124,10 @@ def scarce_validation(budget):
                       seed=methods.VALIDATION_SEED, training=False, with_boxes=True)
 
 
-def run_scarce(arm, fraction, seed, budget, task, validation) -> dict:
+def run_scarce(arm, fraction, seed, budget, task, validation, models_root=os.path.join("runs", "claims_models")) -> dict:
     from mtlzoo.bench import methods
 
-    opts = _methods_opts(budget, task, fraction)
+    opts = _methods_opts(budget, task, fraction, models_root)
     config = {c.name: c for c in methods.configurations(list(methods.base_recipe(opts).tasks))}[arm]
     result = methods.run_one(config, seed, opts, validation)
     result.update(format=FORMAT, claim="scarce_labels", arm=arm, task=task, fraction=fraction,
@@ -178,6 +189,52 @@ def plot_scarce(curves, task, path) -> bool:
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     return True
+
+
+def overfit_runs(seeds):
+    """[(file stem, arm, training scenes, seed)] of the overfitting claim."""
+    return [(f"{arm.replace(':', '-')}__n{n}__seed{seed}", arm, n, seed)
+            for seed in seeds for n in OVERFIT_SIZES for arm in OVERFIT_ARMS]
+
+
+def run_overfit(arm, n, seed, budget, validation, models_root=os.path.join("runs", "claims_models")) -> dict:
+    """One arm on `n` training scenes for the budget's steps; metrics on the validation and the training scenes."""
+    from mtlzoo.bench import methods
+    from mtlzoo.data.splits import load_split
+
+    opts = methods.options({"budget": budget, "overrides": {"data.num_examples": n},
+                            "models": os.path.join(models_root, f"overfitting-n{n}")})
+    spec = methods.BUDGETS[budget]
+    base = methods.base_recipe(opts)
+    config = {c.name: c for c in methods.configurations(list(base.tasks))}[arm]
+    scenes = load_split(dict(base.data), "train", image_size=spec["image_size"], batch_size=spec["batch_size"],
+                        seed=seed, training=False, with_boxes=True)
+    steps = max(1, spec["num_train"] // spec["batch_size"])  # the methods budget's steps per epoch, whatever n is
+    result = methods.run_one(config, seed, opts, validation, steps_per_epoch=steps, also_evaluate={"train": scenes})
+    result.update(format=FORMAT, claim="overfitting", arm=arm, num_train=n,
+                  command=f"python -m mtlzoo.bench.claims --claim overfitting --seeds {seed}"
+                          + (f" --budget {budget}" if budget != "standard" else ""))
+    return result
+
+
+def overfit_table(results) -> str:
+    """Markdown: per task and training-set size, the training and validation metric and their gap, single-task
+    against multi-task (mean ± std over seeds)."""
+    rows = [r for r in results if r.get("claim") == "overfitting"]
+    lines = ["| task (metric) | scenes | single-task: train / validation / gap | multi-task (equal): train / "
+             "validation / gap |", "|---|---:|---|---|"]
+    for task, metric in OVERFIT_METRIC.items():
+        for n in OVERFIT_SIZES:
+            cells = []
+            for arm in (f"single_task:{task}", "weighting:equal"):
+                mine = [r for r in rows if r["arm"] == arm and r["num_train"] == n and task in r["metrics"]]
+                train = _spread([r["metrics_train"][task][metric] for r in mine])
+                val = _spread([r["metrics"][task][metric] for r in mine])
+                gap = _spread([r["metrics_train"][task][metric] - r["metrics"][task][metric] for r in mine])
+                cells.append(" / ".join("–" if s is None else f"{s[0]:.3f} ± {s[1]:.3f}" for s in (train, val, gap))
+                             + (f" (n={gap[2]})" if gap else ""))
+            lines.append(f"| {task} ({metric}) | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _spread(values):
@@ -270,6 +327,8 @@ def run(args=None) -> dict:
                          f"Implemented: {', '.join(CLAIMS)}.")
     if opts["claim"] == "scarce_labels":
         return _run_scarce(opts)
+    if opts["claim"] == "overfitting":
+        return _run_overfit(opts)
     if opts["budget"] not in BUDGETS:
         raise ValueError(f"Unknown budget {opts['budget']!r}; use one of {', '.join(BUDGETS)}.")
     seeds = [int(s) for s in str(opts["seeds"]).split(",")]
@@ -296,33 +355,45 @@ def run(args=None) -> dict:
     return {"results": results, "table": table, "curves": curves}
 
 
-def _run_scarce(opts) -> dict:
+def _fill(opts, claim, runs, train_one) -> list:
+    """Trains the runs whose JSON file is missing (unless `--report`); returns every result of the claim's folder.
+
+    `runs` are tuples starting with the file stem; `train_one(run, validation)` returns (result, summary line)."""
     from mtlzoo.bench import methods
     from mtlzoo.fileio import RunLock, atomic_write_json
 
-    task = opts["task"]
-    if task not in SCARCE_METRIC:
-        raise ValueError(f"scarce_labels: --task must be one of {', '.join(SCARCE_METRIC)}, got {task!r}.")
     if opts["budget"] not in methods.BUDGETS:
         raise ValueError(f"Unknown budget {opts['budget']!r}; use one of {', '.join(methods.BUDGETS)}.")
-    seeds = [int(s) for s in str(opts["seeds"]).split(",")]
-    folder = os.path.join(opts["results"], "scarce_labels" if opts["budget"] == "standard"
-                          else f"scarce_labels-{opts['budget']}")
+    folder = os.path.join(opts["results"], claim if opts["budget"] == "standard" else f"{claim}-{opts['budget']}")
     os.makedirs(folder, exist_ok=True)
-    todo = [r for r in scarce_runs(seeds, task) if not os.path.exists(os.path.join(folder, r[0] + ".json"))]
+    todo = [r for r in runs if not os.path.exists(os.path.join(folder, r[0] + ".json"))]
     if not opts["report"] and todo:
         validation = scarce_validation(opts["budget"])
         with RunLock(folder, what="claims results folder"):
-            for i, (stem, arm, fraction, seed) in enumerate(todo):
-                result = run_scarce(arm, fraction, seed, opts["budget"], task, validation)
-                atomic_write_json(os.path.join(folder, stem + ".json"), result, indent=2)
-                print(f"  [{i + 1}/{len(todo)}] {arm} {task} labelled {100 * fraction:g}% seed {seed}: "
-                      f"{SCARCE_METRIC[task]} {result['metrics'][task][SCARCE_METRIC[task]]:.4f} "
-                      f"({result['wall_s']:.0f} s)", flush=True)
+            for i, run in enumerate(todo):
+                result, line = train_one(run, validation)
+                atomic_write_json(os.path.join(folder, run[0] + ".json"), result, indent=2)
+                print(f"  [{i + 1}/{len(todo)}] {line} ({result['wall_s']:.0f} s)", flush=True)
     results = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(folder, "*.json")))]
-    results = [r for r in results if r.get("format") == FORMAT]
+    return [r for r in results if r.get("format") == FORMAT]
+
+
+def _run_scarce(opts) -> dict:
+    task, budget = opts["task"], opts["budget"]
+    if task not in SCARCE_METRIC:
+        raise ValueError(f"scarce_labels: --task must be one of {', '.join(SCARCE_METRIC)}, got {task!r}.")
+    metric = SCARCE_METRIC[task]
+
+    def train_one(run, validation):
+        _, arm, fraction, seed = run
+        result = run_scarce(arm, fraction, seed, budget, task, validation)
+        return result, (f"{arm} {task} labelled {100 * fraction:g}% seed {seed}: "
+                        f"{metric} {result['metrics'][task][metric]:.4f}")
+
+    seeds = [int(s) for s in str(opts["seeds"]).split(",")]
+    results = _fill(opts, "scarce_labels", scarce_runs(seeds, task), train_one)
     table, curves = scarce_table(results, task)
-    suffix = "" if opts["budget"] == "standard" else f"_{opts['budget']}"
+    suffix = "" if budget == "standard" else f"_{budget}"
     figure = os.path.join(opts["figures"], f"claims_scarce_{task}{suffix}.png")
     drawn = plot_scarce(curves, task, figure)
     text = table + (f"\n\n![{task} with scarce labels]({os.path.relpath(figure, os.path.dirname(opts['doc']) or '.')})"
@@ -332,8 +403,21 @@ def _run_scarce(opts) -> dict:
     return {"results": results, "table": table, "curves": curves}
 
 
+def _run_overfit(opts) -> dict:
+    def train_one(run, validation):
+        _, arm, n, seed = run
+        return run_overfit(arm, n, seed, opts["budget"], validation), f"{arm} on {n} scenes seed {seed}"
+
+    seeds = [int(s) for s in str(opts["seeds"]).split(",")]
+    results = _fill(opts, "overfitting", overfit_runs(seeds), train_one)
+    table = overfit_table(results)
+    write_section(opts["doc"], "overfitting" + ("" if opts["budget"] == "standard" else f"_{opts['budget']}"), table)
+    print(table)
+    return {"results": results, "table": table}
+
+
 #: The claims `run` knows, by `--claim`.
-CLAIMS = ("relatedness", "scarce_labels")
+CLAIMS = ("relatedness", "scarce_labels", "overfitting")
 
 
 def main(argv=None):

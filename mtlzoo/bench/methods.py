@@ -188,7 +188,7 @@ def base_recipe(opts):
 
         settings.update({k: v for k, v in TINY_IMAGE.items() if k != "input_shape"})
     settings.update(budget.get("overrides", {}))
-    return get_recipe(opts["recipe"], **settings, **opts["overrides"])
+    return get_recipe(opts["recipe"], **{**settings, **opts["overrides"]})  # an override may replace a budget setting
 
 
 def _finite(value):
@@ -203,8 +203,12 @@ def _command(config, seed, opts) -> str:
     return " ".join(words + [f"--override '{k}={json.dumps(v)}'" for k, v in opts["overrides"].items()])
 
 
-def run_one(config, seed, opts, validation) -> dict:
-    """Trains and evaluates one (configuration, seed); returns its result (Δm not yet filled in)."""
+def run_one(config, seed, opts, validation, steps_per_epoch=None, also_evaluate=None) -> dict:
+    """Trains and evaluates one (configuration, seed); returns its result (Δm not yet filled in).
+
+    `steps_per_epoch` fixes the number of steps whatever the data size (the data repeats); `also_evaluate`
+    ({name: dataset}) adds `metrics_<name>` (e.g. the training scenes, for the train/validation gap).
+    """
     import keras
 
     from mtlzoo.evaluation import evaluate
@@ -217,13 +221,17 @@ def run_one(config, seed, opts, validation) -> dict:
     keras.backend.clear_session()
     recipe = base_recipe(opts).override(**overrides)
     start = time.perf_counter()
-    result = train(recipe, epochs=budget["epochs"], seed=seed, validation_data=False, verbose=opts["verbose"])
+    result = train(recipe, epochs=budget["epochs"], seed=seed, validation_data=False, verbose=opts["verbose"],
+                   steps_per_epoch=steps_per_epoch)
     trained = time.perf_counter() - start
     if config.kind == "single_task":
         save_model_atomic(result.model, single_task_model_path(opts, config.name, seed))
     report = evaluate(result.model, validation, batch_size=budget["batch_size"], timing_repeats=5).to_dict()
+    extra = {f"metrics_{name}": evaluate(result.model, data, batch_size=budget["batch_size"],
+                                         timing_repeats=1).to_dict()["metrics"]
+             for name, data in (also_evaluate or {}).items()}
     cost, timing = report["cost"], result.timing
-    return _finite({
+    return _finite({**extra,
         "format": FORMAT, "configuration": config.name, "kind": config.kind, "seed": seed, "budget": opts["budget"],
         "metrics": report["metrics"], "higher_is_better": report["higher_is_better"], "delta_m": None,
         "delta_m_per_task": {}, "train_step_ms": 1000.0 * timing["train_step_s"], "params": cost["params"],
