@@ -82,3 +82,13 @@ def test_bench_step_precision_candidate_is_the_mixed_model():
     recipe = mtlzoo.get_recipe(RECIPE, **TINY_IMAGE)
     model = _build_candidate(recipe, "variant", "precision=mixed_bfloat16", False)
     assert "bfloat16" in _compute_dtypes(model) and model.metadata["recipe"]["precision"] == "mixed_bfloat16"
+
+
+def test_bench_step_variants_parse_and_reject_what_is_not_an_override():
+    from mtlzoo.bench.step import _variants
+
+    assert _variants({"variants": "fused_batch_norm=false; neck_channels=32", "precision": "float32,mixed_bfloat16"}) \
+        == ["fused_batch_norm=false", "neck_channels=32", "precision=mixed_bfloat16"]
+    assert _variants({}) == []
+    with pytest.raises(ValueError, match="'fused_batch_norm' is not a recipe override key=value"):
+        _variants({"variants": "fused_batch_norm"})
