@@ -102,8 +102,9 @@ def test_recipe_trains_and_reloads(recipe, sharing, batch_factory, tmp_path):
     overrides.update(_subset(recipe, sharing))
     model = mtlzoo.build(recipe, sharing=sharing, **overrides)
     # Eager steps: the same arithmetic as the compiled step (equal losses, measured) at a third of the cost of
-    # tracing it. Every sharing mode trains compiled in test_sharing_methods.py, and the image modes in their own
-    # files (test_mtan, test_moe, test_cross_stitch_init, test_grouping, test_export).
+    # tracing it. Every sharing mode trains compiled in test_sharing_methods.py (vector inputs), and the image
+    # versions of mtan, mmoe, cross_stitch, soft_l2 and branched in their own files (test_mtan, test_moe,
+    # test_sharing, test_cross_stitch_init, test_grouping, test_export).
     model.run_eagerly = True
     spec = mtlzoo.get_recipe(recipe, **_subset(recipe, sharing))
     x, y = batch_factory(model, n=4)
