@@ -38,8 +38,10 @@ import os
 import statistics
 import time
 
-FORMAT = "mtlzoo-bench-claims/1"
-BEGIN, END = "<!-- claims-{}:begin -->", "<!-- claims-{}:end -->"
+from mtlzoo.bench.claims_common import BEGIN, END, FORMAT, MODELS_ROOT, write_section  # noqa: F401  (re-exported)
+from mtlzoo.bench.claims_common import fill as _fill
+from mtlzoo.bench.claims_common import spread as _spread
+from mtlzoo.bench.claims_common import validation_scenes as scarce_validation
 
 RHOS = (1.0, 0.9, 0.5, 0.0)
 #: Arms of the relatedness claim: recipe overrides on `tabular_mmoe` (an MLP trunk of 64 units for shared-bottom
@@ -103,7 +105,7 @@ def scarce_runs(seeds, task):
             for seed in seeds for fraction in SCARCE_FRACTIONS for arm in SCARCE_ARMS]
 
 
-def _methods_opts(budget, task, fraction, models_root=os.path.join("runs", "claims_models")):
+def _methods_opts(budget, task, fraction, models_root=MODELS_ROOT):
     from mtlzoo.bench import methods
 
     # Single-task runs keep their models for the methods benchmark's `_init` configurations: a claim's models (other
@@ -112,19 +114,7 @@ def _methods_opts(budget, task, fraction, models_root=os.path.join("runs", "clai
                             "models": os.path.join(models_root, f"scarce_labels-{task}{fraction:g}")})
 
 
-def scarce_validation(budget):
-    """The methods benchmark's validation scenes (every label present)."""
-    from mtlzoo.bench import methods
-    from mtlzoo.data.splits import load_split
-
-    opts = methods.options({"budget": budget})
-    spec = methods.BUDGETS[budget]
-    return load_split(dict(methods.base_recipe(opts).data, num_validation_examples=spec["num_validation"]),
-                      "validation", image_size=spec["image_size"], batch_size=spec["batch_size"],
-                      seed=methods.VALIDATION_SEED, training=False, with_boxes=True)
-
-
-def run_scarce(arm, fraction, seed, budget, task, validation, models_root=os.path.join("runs", "claims_models")) -> dict:
+def run_scarce(arm, fraction, seed, budget, task, validation, models_root=MODELS_ROOT) -> dict:
     from mtlzoo.bench import methods
 
     opts = _methods_opts(budget, task, fraction, models_root)
@@ -197,7 +187,7 @@ def overfit_runs(seeds):
             for seed in seeds for n in OVERFIT_SIZES for arm in OVERFIT_ARMS]
 
 
-def run_overfit(arm, n, seed, budget, validation, models_root=os.path.join("runs", "claims_models")) -> dict:
+def run_overfit(arm, n, seed, budget, validation, models_root=MODELS_ROOT) -> dict:
     """One arm on `n` training scenes for the budget's steps; metrics on the validation and the training scenes."""
     from mtlzoo.bench import methods
     from mtlzoo.data.splits import load_split
@@ -235,13 +225,6 @@ def overfit_table(results) -> str:
                              + (f" (n={gap[2]})" if gap else ""))
             lines.append(f"| {task} ({metric}) | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _spread(values):
-    values = [v for v in values if isinstance(v, (int, float))]
-    if not values:
-        return None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
 
 
 def relatedness_table(results) -> tuple:
@@ -297,20 +280,6 @@ def plot_relatedness(curves, path) -> bool:
     return True
 
 
-def write_section(doc, claim, text) -> None:
-    """Replaces the text between the claim's markers in `doc` (appends the markers when missing)."""
-    from mtlzoo.fileio import atomic_write_text
-
-    begin, end = BEGIN.format(claim), END.format(claim)
-    old = open(doc).read() if os.path.exists(doc) else "# When multi-task learning helps\n"
-    block = f"{begin}\n{text}\n{end}"
-    if begin in old and end in old:
-        new = old[: old.index(begin)] + block + old[old.index(end) + len(end):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    atomic_write_text(doc, new)
-
-
 def run(args=None) -> dict:
     """Trains the missing results of a claim, then rewrites its table (and figure) in the doc."""
     from mtlzoo.fileio import RunLock, atomic_write_json
@@ -329,6 +298,8 @@ def run(args=None) -> dict:
         return _run_scarce(opts)
     if opts["claim"] == "overfitting":
         return _run_overfit(opts)
+    if opts["claim"] in PLUGINS:
+        return _run_plugin(opts)
     if opts["budget"] not in BUDGETS:
         raise ValueError(f"Unknown budget {opts['budget']!r}; use one of {', '.join(BUDGETS)}.")
     seeds = [int(s) for s in str(opts["seeds"]).split(",")]
@@ -353,29 +324,6 @@ def run(args=None) -> dict:
     write_section(opts["doc"], opts["claim"], text)
     print(table)
     return {"results": results, "table": table, "curves": curves}
-
-
-def _fill(opts, claim, runs, train_one) -> list:
-    """Trains the runs whose JSON file is missing (unless `--report`); returns every result of the claim's folder.
-
-    `runs` are tuples starting with the file stem; `train_one(run, validation)` returns (result, summary line)."""
-    from mtlzoo.bench import methods
-    from mtlzoo.fileio import RunLock, atomic_write_json
-
-    if opts["budget"] not in methods.BUDGETS:
-        raise ValueError(f"Unknown budget {opts['budget']!r}; use one of {', '.join(methods.BUDGETS)}.")
-    folder = os.path.join(opts["results"], claim if opts["budget"] == "standard" else f"{claim}-{opts['budget']}")
-    os.makedirs(folder, exist_ok=True)
-    todo = [r for r in runs if not os.path.exists(os.path.join(folder, r[0] + ".json"))]
-    if not opts["report"] and todo:
-        validation = scarce_validation(opts["budget"])
-        with RunLock(folder, what="claims results folder"):
-            for i, run in enumerate(todo):
-                result, line = train_one(run, validation)
-                atomic_write_json(os.path.join(folder, run[0] + ".json"), result, indent=2)
-                print(f"  [{i + 1}/{len(todo)}] {line} ({result['wall_s']:.0f} s)", flush=True)
-    results = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(folder, "*.json")))]
-    return [r for r in results if r.get("format") == FORMAT]
 
 
 def _run_scarce(opts) -> dict:
@@ -416,8 +364,25 @@ def _run_overfit(opts) -> dict:
     return {"results": results, "table": table}
 
 
+def _run_plugin(opts) -> dict:
+    """A claim of its own module (`claims_common` describes the interface)."""
+    import importlib
+
+    module = importlib.import_module(PLUGINS[opts["claim"]])
+    seeds = [int(s) for s in str(opts["seeds"]).split(",")]
+    results = _fill(opts, module.CLAIM, module.runs(seeds),
+                    lambda run, validation: module.train_one(run, validation, opts["budget"], MODELS_ROOT))
+    text = module.report(results, opts)
+    write_section(opts["doc"], module.CLAIM + ("" if opts["budget"] == "standard" else f"_{opts['budget']}"), text)
+    print(text)
+    return {"results": results, "table": text}
+
+
+#: Claims with a module of their own, by `--claim`.
+PLUGINS = {"intruder": "mtlzoo.bench.claim_intruder", "difficulty": "mtlzoo.bench.claim_difficulty",
+           "capacity": "mtlzoo.bench.claim_capacity"}
 #: The claims `run` knows, by `--claim`.
-CLAIMS = ("relatedness", "scarce_labels", "overfitting")
+CLAIMS = ("relatedness", "scarce_labels", "overfitting", *PLUGINS)
 
 
 def main(argv=None):

@@ -203,11 +203,12 @@ def _command(config, seed, opts) -> str:
     return " ".join(words + [f"--override '{k}={json.dumps(v)}'" for k, v in opts["overrides"].items()])
 
 
-def run_one(config, seed, opts, validation, steps_per_epoch=None, also_evaluate=None) -> dict:
+def run_one(config, seed, opts, validation, steps_per_epoch=None, also_evaluate=None, callbacks=()) -> dict:
     """Trains and evaluates one (configuration, seed); returns its result (Δm not yet filled in).
 
     `steps_per_epoch` fixes the number of steps whatever the data size (the data repeats); `also_evaluate`
-    ({name: dataset}) adds `metrics_<name>` (e.g. the training scenes, for the train/validation gap).
+    ({name: dataset}) adds `metrics_<name>` (e.g. the training scenes, for the train/validation gap); `callbacks`
+    are extra Keras callbacks of the training (e.g. a loss-curve recorder).
     """
     import keras
 
@@ -222,7 +223,7 @@ def run_one(config, seed, opts, validation, steps_per_epoch=None, also_evaluate=
     recipe = base_recipe(opts).override(**overrides)
     start = time.perf_counter()
     result = train(recipe, epochs=budget["epochs"], seed=seed, validation_data=False, verbose=opts["verbose"],
-                   steps_per_epoch=steps_per_epoch)
+                   steps_per_epoch=steps_per_epoch, callbacks=list(callbacks))
     trained = time.perf_counter() - start
     if config.kind == "single_task":
         save_model_atomic(result.model, single_task_model_path(opts, config.name, seed))

@@ -55,6 +55,12 @@ SEGMENTATION_MISSING = -1
 DEPTH_MISSING = 0.0
 SCENE_MISSING = -1.0
 _TASK_SALT = {"segmentation": 0x51, "depth": 0xD3, "detection": 0xB0, "scene": 0x5C}
+#: Optional label key, emitted only when asked for in `tasks`: the intruder task of `mtlzoo bench claims`
+#: (`intruder_labels`), multi-hot over `INTRUDER_BITS` bits that have nothing to do with the scene.
+INTRUDER = "intruder"
+INTRUDER_BITS = 5
+OPTIONAL_TASKS = (INTRUDER,)
+_INTRUDER_SALT = 0x1E
 _CACHE_AUTO_BYTES = 512 * 2**20
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -169,6 +175,34 @@ def label_presence(seed: int, indices, task: str, fraction: float) -> np.ndarray
     u = _splitmix64(key ^ np.asarray(indices, np.int64).astype(np.uint64))
     uniform = (u >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     return uniform < float(fraction)
+
+
+def intruder_labels(seed: int, indices) -> np.ndarray:
+    """The intruder task's labels: `INTRUDER_BITS` bits of a hidden variable unrelated to the scene.
+
+    The hidden variable is a stable 64-bit hash of (seed, index) drawn apart from the scene's own random numbers, so
+    the image says nothing about it; the label is a fixed function of it (its low bits). A model can only memorise
+    these labels on its training scenes, which makes them a task with no relation to the others (negative transfer
+    experiments, `mtlzoo bench claims --claim intruder`).
+
+    Args:
+        seed: int. Dataset seed.
+        indices: int array of example indices.
+
+    Returns:
+        float32 array [..., INTRUDER_BITS] of 0/1.
+
+    Example:
+    ```python
+    import numpy as np
+    from mtlzoo.data.pipeline import intruder_labels
+    intruder_labels(0, np.arange(1000)).mean(axis=0)  # about 0.5 each
+    ```
+    """
+    key = _splitmix64(np.uint64((int(seed) & 0xFFFFFFFF) << 8 | _INTRUDER_SALT))
+    hidden = _splitmix64(key ^ np.asarray(indices, np.int64).astype(np.uint64))
+    bits = [(hidden >> np.uint64(13 + 7 * k)) & np.uint64(1) for k in range(INTRUDER_BITS)]
+    return np.stack(bits, axis=-1).astype(np.float32)
 
 
 def resolve_cache(cache, num_examples: int, bytes_per_example: int):
@@ -298,7 +332,7 @@ def finish(
         image_size: (H, W).
         batch_size: int > 0.
         seed: int. Seeds the flips and the label dropping.
-        tasks: label keys to emit, a subset of `TASKS`.
+        tasks: label keys to emit, a subset of `TASKS` plus `OPTIONAL_TASKS` (`intruder`: `intruder_labels`).
         label_fractions: dict {task: fraction}: keep that task's label on that
             fraction of examples (decided by `label_presence` from the example's
             `index`), fill the rest with the task's missing value.
@@ -318,7 +352,7 @@ def finish(
     height, width = image_size
     if not 0.0 <= float(color_jitter) < 1.0:
         raise ValueError(f"color_jitter must be in [0, 1), got {color_jitter!r} (e.g. 0.2).")
-    tasks = validate_tasks(tasks)
+    tasks = TASKS if tasks is None else validate_tasks(tasks, known=TASKS + OPTIONAL_TASKS)
     fractions = validate_label_fractions(label_fractions)
     fractions = {t: f for t, f in fractions.items() if f < 1.0}
     grid = (height // stride, width // stride, num_detection_classes + 5)
@@ -384,6 +418,9 @@ def finish(
         if "scene" in tasks:
             scene = tf.cast(example["scene"], tf.float32)
             labels["scene"] = tf.where(has["scene"], scene, tf.fill(tf.shape(scene), SCENE_MISSING))
+        if INTRUDER in tasks:
+            bits = tf.numpy_function(lambda i: intruder_labels(seed, i), [example["index"]], tf.float32, stateful=False)
+            labels[INTRUDER] = tf.ensure_shape(bits, [INTRUDER_BITS])
         if with_boxes:
             boxes = tf.cast(example["boxes"], tf.float32)[:max_boxes]
             classes = tf.cast(example["box_classes"], tf.int32)[:max_boxes]

@@ -233,7 +233,7 @@ def load(
             task's label on about that fraction of examples (deterministic per
             seed and index); other splits always have every label.
         shuffle: bool. Defaults to True on train, False otherwise.
-        tasks: label keys to emit (subset of `pipeline.TASKS`); default all.
+        tasks: label keys to emit (subset of `pipeline.TASKS`, plus the optional `intruder`); default the four.
         augment: bool. Random horizontal flips. Defaults to True on train.
         with_boxes: bool. Also emit raw boxes (see `pipeline`).
         max_boxes: int. Padding length of the raw boxes. Defaults to 32.

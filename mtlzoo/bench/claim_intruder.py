@@ -1,0 +1,220 @@
+"""Claim `intruder` of `python -m mtlzoo.bench.claims`: a task unrelated to the others causes negative transfer,
+the diagnostics single it out, and something recovers the others.
+
+On synthetic_driving, the four tasks of the methods benchmark get a fifth, `intruder`: five bits of a hidden
+variable that the scene does not show (`mtlzoo.data.pipeline.intruder_labels`, a hash of the seed and the scene
+index), learned with a multi-label head like the scene tags. A model can only memorise it. Arms, each at the
+methods benchmark's budget, seeds and validation scenes:
+
+- `without` — the four tasks with equal weighting (`weighting:equal` of the methods benchmark, whose result is reused
+  when it exists): what dropping the intruder gives;
+- `intruder:equal` — the five tasks with equal weighting; `GradientConflictMonitor` and `TaskAffinity` run during its
+  training on training batches and are asked which task is the odd one out;
+- `intruder:aligned_mtl` — the five tasks with Aligned-MTL, the best gradient method of the methods table at seed 0;
+- `intruder:branched` — the intruder on a trunk branch of its own from stage 2 (`sharing: branched`).
+
+The report gives, per arm, Δm of the four original tasks against `without` of the same seed (positive: the intruder
+hurts them), and per seed whether each diagnostic singled the intruder out: lowest mean gradient cosine with the
+other tasks (`GradientConflictMonitor`), lowest mean lookahead affinity towards them (`TaskAffinity`).
+
+Example:
+```python
+from mtlzoo.bench.claims import run
+run({"claim": "intruder", "seeds": "0", "budget": "smoke", "results": "/tmp/claims", "doc": "/tmp/when.md",
+     "figures": "/tmp"})
+```
+Shell: `python -m mtlzoo.bench.claims --claim intruder --seeds 0,1,2`.
+
+Reference:
+    Standley et al., "Which Tasks Should Be Learned Together in Multi-task Learning?", ICML 2020 (negative
+    transfer); Yu et al., "Gradient Surgery for Multi-Task Learning", NeurIPS 2020 (gradient conflict); Fifty et al.,
+    "Efficiently Identifying Task Groupings for Multi-Task Learning", NeurIPS 2021 (lookahead affinity).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from mtlzoo.bench.claims_common import FORMAT, cell, figure_link, new_axes, spread
+
+CLAIM = "intruder"
+TASK = "intruder"
+#: The intruder's head: multi-label over the hidden variable's bits, as the scene tags.
+INTRUDER_HEAD = {"kind": "multilabel", "num_classes": 5, "hidden": 32, "loss_weight": 1.0}
+ORIGINAL = ("segmentation", "depth", "detection", "scene")
+#: Arm -> (methods configuration, with the intruder task, extra recipe overrides).
+ARMS = {
+    "without": ("weighting:equal", False, {}),
+    "intruder:equal": ("weighting:equal", True, {}),
+    "intruder:aligned_mtl": ("aggregator:aligned_mtl", True, {}),
+    "intruder:branched": ("weighting:equal", True,
+                          {"sharing": "branched", "sharing_args": {"groups": [list(ORIGINAL), [TASK]]}}),
+}
+#: Where the methods benchmark keeps its results (the `without` arm is its `weighting:equal`).
+METHODS_RESULTS = os.path.join("docs", "results", "methods")
+#: Diagnostics of the `intruder:equal` arm: measured every `DIAGNOSE_EVERY` epochs on training batches.
+DIAGNOSE_EVERY = 2
+
+
+def runs(seeds) -> list:
+    """[(file stem, arm, seed)]."""
+    return [(f"{arm.replace(':', '-')}__seed{seed}", arm, seed) for seed in seeds for arm in ARMS]
+
+
+def _command(seed, budget) -> str:
+    return f"python -m mtlzoo.bench.claims --claim intruder --seeds {seed}" + (
+        f" --budget {budget}" if budget != "standard" else "")
+
+
+def _reused(seed, budget, methods_results):
+    """The methods benchmark's `weighting:equal` result of this seed and budget, or None."""
+    path = os.path.join(methods_results, budget, f"weighting-equal__seed{seed}.json")
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def train_one(run, validation, budget, models_root, methods_results=METHODS_RESULTS):
+    """Trains one arm at one seed (or reuses the methods benchmark's result for `without`); returns (result, line)."""
+    from mtlzoo.bench import methods
+    from mtlzoo.data.splits import load_split
+
+    _, arm, seed = run
+    name, with_intruder, extra = ARMS[arm]
+    reused = _reused(seed, budget, methods_results) if not with_intruder else None
+    if reused is not None:
+        result = dict(reused, reused_from=os.path.join(methods_results, budget, f"weighting-equal__seed{seed}.json"))
+    else:
+        overrides = {f"tasks.{TASK}": dict(INTRUDER_HEAD)} if with_intruder else {}
+        opts = methods.options({"budget": budget, "overrides": overrides,
+                                "models": os.path.join(models_root, "intruder")})
+        base = methods.base_recipe(opts)
+        config = {c.name: c for c in methods.configurations(list(base.tasks))}[name]
+        config = config._replace(overrides={**config.overrides, **extra})
+        callbacks = []
+        if with_intruder:
+            spec = methods.BUDGETS[budget]
+            tasks = list(base.tasks)
+            validation = load_split(dict(base.data, num_validation_examples=spec["num_validation"]), "validation",
+                                    image_size=spec["image_size"], batch_size=spec["batch_size"],
+                                    seed=methods.VALIDATION_SEED, training=False, with_boxes=True, tasks=tasks)
+            if arm == "intruder:equal":
+                callbacks = _diagnostics(base, spec, seed, tasks)
+        result = methods.run_one(config, seed, opts, validation, callbacks=[c for c, _ in callbacks])
+        for callback, read in callbacks:
+            result.update(read(callback))
+    result.update(format=FORMAT, claim=CLAIM, arm=arm, seed=seed, command=_command(seed, budget))
+    metrics = result["metrics"]
+    return result, f"{arm} seed {seed}: " + ", ".join(
+        f"{t} {next(iter(m.values())):.3f}" for t, m in metrics.items() if m)
+
+
+def _diagnostics(base, spec, seed, tasks):
+    """[(callback, reader)] of the diagnostics run during `intruder:equal`, on training batches of this seed."""
+    from mtlzoo.data.splits import load_split
+    from mtlzoo.diagnostics import GradientConflictMonitor, TaskAffinity
+
+    probe = load_split(dict(base.data), "train", image_size=spec["image_size"], batch_size=spec["batch_size"],
+                       seed=seed, training=False, tasks=tasks)
+    conflict = GradientConflictMonitor(data=probe, num_batches=2, every=DIAGNOSE_EVERY)
+    affinity = TaskAffinity(data=probe, interval=DIAGNOSE_EVERY, num_batches=1)
+
+    def read_conflict(cb):
+        s = cb.summary()
+        return {"conflict": {"tasks": s["tasks"], "cosine": s["cosine"].tolist(),
+                             "conflict_fraction": s["conflict_fraction"].tolist(),
+                             "grad_norm": s["grad_norm"].tolist(), "samples": s["samples"]}}
+
+    def read_affinity(cb):
+        m = cb.mean_matrix()
+        return {"affinity": {"tasks": list(tasks), "matrix": None if m is None else m.tolist()}}
+
+    return [(conflict, read_conflict), (affinity, read_affinity)]
+
+
+def singled_out(result) -> dict:
+    """Whether each diagnostic of an `intruder:equal` result points at the intruder: {diagnostic: (task it points
+    at, its score)}. Conflict: the task with the lowest mean gradient cosine with the others; affinity: the task whose
+    lookahead step helps the others least (lowest mean of its row)."""
+    import numpy as np
+
+    out = {}
+    if result.get("conflict"):
+        tasks, cos = result["conflict"]["tasks"], np.array(result["conflict"]["cosine"], float)
+        score = [np.nanmean([cos[i, j] if i < j else cos[j, i] for j in range(len(tasks)) if j != i])
+                 for i in range(len(tasks))]
+        out["conflict"] = (tasks[int(np.nanargmin(score))], float(np.nanmin(score)))
+    if result.get("affinity") and result["affinity"].get("matrix") is not None:
+        tasks, z = result["affinity"]["tasks"], np.array(result["affinity"]["matrix"], float)
+        score = [np.nanmean([z[i, j] for j in range(len(tasks)) if j != i]) for i in range(len(tasks))]
+        out["affinity"] = (tasks[int(np.nanargmin(score))], float(np.nanmin(score)))
+    return out
+
+
+def _delta(result, reference):
+    from mtlzoo.bench.methods_table import delta_m_against
+
+    metrics = {t: v for t, v in result["metrics"].items() if t in ORIGINAL}
+    higher = result["higher_is_better"]
+    dm, per_task = delta_m_against(metrics, higher, {t: reference["metrics"][t] for t in ORIGINAL
+                                                    if t in reference["metrics"]})
+    return dm, per_task
+
+
+def report(results, opts) -> str:
+    """The section's markdown: Δm of the original tasks per arm against `without`, and the diagnostics per seed."""
+    rows = [r for r in results if r.get("claim") == CLAIM]
+    if not rows:
+        return "No run has finished yet."
+    without = {r["seed"]: r for r in rows if r["arm"] == "without"}
+    lines = ["| arm | Δm of the four original tasks vs without ↓ | " + " | ".join(
+        f"{t} Δ % ↓" for t in ORIGINAL) + " | intruder mAP (chance ≈ 0.5) | seeds |",
+        "|---|---:|" + "---:|" * len(ORIGINAL) + "---:|---|"]
+    bars = {}
+    for arm in ARMS:
+        mine = [r for r in rows if r["arm"] == arm]
+        deltas, per = [], {t: [] for t in ORIGINAL}
+        for r in mine:
+            if arm != "without" and r["seed"] in without:
+                dm, per_task = _delta(r, without[r["seed"]])
+                deltas.append(dm)
+                for t in ORIGINAL:
+                    per[t].append(per_task.get(t))
+        s = spread(deltas)
+        bars[arm] = s
+        intruder = spread([r["metrics"].get(TASK, {}).get("map") for r in mine])
+        lines.append(f"| {arm} | " + ("reference" if arm == "without" else
+                                      ("–" if s is None else f"{s[0]:+.2f} ± {s[1]:.2f} % (n={s[2]})")) + " | "
+                     + " | ".join("–" if arm == "without" or spread(per[t]) is None
+                                  else f"{spread(per[t])[0]:+.1f} ± {spread(per[t])[1]:.1f}" for t in ORIGINAL)
+                     + f" | {cell(intruder)} | {', '.join(str(r['seed']) for r in sorted(mine, key=lambda r: r['seed']))} |")
+    diag = ["", "| seed | lowest mean gradient cosine with the others | lowest mean affinity towards the others |",
+            "|---:|---|---|"]
+    for r in sorted((r for r in rows if r["arm"] == "intruder:equal"), key=lambda r: r["seed"]):
+        found = singled_out(r)
+        diag.append(f"| {r['seed']} | " + " | ".join(
+            "–" if k not in found else f"{found[k][0]} ({found[k][1]:+.3g})" + (" ✓" if found[k][0] == TASK else "")
+            for k in ("conflict", "affinity")) + " |")
+    text = "\n".join(lines + (diag if len(diag) > 3 else []))
+    figure = _plot(bars, opts)
+    return text + (f"\n\n{figure_link(opts, figure, 'Δm of the original tasks per arm')}" if figure else "")
+
+
+def _plot(bars, opts):
+    from mtlzoo.fileio import atomic_savefig
+
+    points = [(arm, s) for arm, s in bars.items() if arm != "without" and s is not None]
+    if not points:
+        return None
+    fig, ax = new_axes(5.5, 3.2)
+    ax.bar(range(len(points)), [s[0] for _, s in points], yerr=[s[1] for _, s in points], capsize=4,
+           color=["tab:red" if s[0] > 0 else "tab:green" for _, s in points])
+    ax.set_xticks(range(len(points)), [arm.replace("intruder:", "with intruder,\n") for arm, _ in points],
+                  fontsize=8)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel("Δm of the 4 original tasks vs without (%) ↓")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    suffix = "" if opts.get("budget", "standard") == "standard" else f"_{opts['budget']}"
+    path = os.path.join(opts["figures"], f"claims_intruder{suffix}.png")
+    atomic_savefig(fig, path, dpi=110)
+    return path
