@@ -218,3 +218,23 @@ def _plot(bars, opts):
     path = os.path.join(opts["figures"], f"claims_intruder{suffix}.png")
     atomic_savefig(fig, path, dpi=110)
     return path
+
+
+def finding(results) -> str | None:
+    """One sentence for `mtlzoo diagnose`: what the intruder did to the others, what recovered them, and whether the
+    diagnostics found it."""
+    rows = [r for r in results if r.get("claim") == CLAIM]
+    without = {r["seed"]: r for r in rows if r["arm"] == "without"}
+    parts = []
+    for arm in (a for a in ARMS if a != "without"):
+        s = spread([_delta(r, without[r["seed"]])[0] for r in rows if r["arm"] == arm and r["seed"] in without])
+        if s:
+            parts.append(f"{arm.replace('intruder:', '')} {s[0]:+.1f} ± {s[1]:.1f} % (n={s[2]})")
+    if not parts:
+        return None
+    equal = [singled_out(r) for r in rows if r["arm"] == "intruder:equal"]
+    found = {k: sum(1 for f in equal if f.get(k, (None,))[0] == TASK) for k in ("conflict", "affinity")}
+    return ("With a task unrelated to the scene added, Δm of the four original tasks against training without it "
+            "(positive = they got worse): " + ", ".join(parts) + f". Gradient cosine singled the intruder out in "
+            f"{found['conflict']} of {len(equal)} seeds, lookahead affinity in {found['affinity']} of {len(equal)}; "
+            "dropping the task restores the 'without' model by construction.")

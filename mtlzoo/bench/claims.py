@@ -38,10 +38,11 @@ import os
 import statistics
 import time
 
+from mtlzoo.bench import claims_findings
 from mtlzoo.bench.claims_common import BEGIN, END, FORMAT, MODELS_ROOT, write_section  # noqa: F401  (re-exported)
 from mtlzoo.bench.claims_common import fill as _fill
 from mtlzoo.bench.claims_common import spread as _spread
-from mtlzoo.bench.claims_common import validation_scenes as scarce_validation
+from mtlzoo.bench.claims_common import validation_scenes as scarce_validation  # noqa: F401  (re-exported)
 
 RHOS = (1.0, 0.9, 0.5, 0.0)
 #: Arms of the relatedness claim: recipe overrides on `tabular_mmoe` (an MLP trunk of 64 units for shared-bottom
@@ -322,6 +323,7 @@ def run(args=None) -> dict:
     text = table + (f"\n\n![validation MAE against ρ]({os.path.relpath(figure, os.path.dirname(opts['doc']) or '.')})"
                     if drawn else "")
     write_section(opts["doc"], opts["claim"], text)
+    claims_findings.record(opts, "relatedness", claims_findings.relatedness(results, RHOS), results)
     print(table)
     return {"results": results, "table": table, "curves": curves}
 
@@ -347,6 +349,8 @@ def _run_scarce(opts) -> dict:
     text = table + (f"\n\n![{task} with scarce labels]({os.path.relpath(figure, os.path.dirname(opts['doc']) or '.')})"
                     if drawn else "")
     write_section(opts["doc"], f"scarce_labels-{task}{suffix}", text)
+    claims_findings.record(opts, "scarce_labels", claims_findings.scarce_labels(
+        results, task, metric, SCARCE_FRACTIONS), results)
     print(table)
     return {"results": results, "table": table, "curves": curves}
 
@@ -360,6 +364,8 @@ def _run_overfit(opts) -> dict:
     results = _fill(opts, "overfitting", overfit_runs(seeds), train_one)
     table = overfit_table(results)
     write_section(opts["doc"], "overfitting" + ("" if opts["budget"] == "standard" else f"_{opts['budget']}"), table)
+    claims_findings.record(opts, "overfitting", claims_findings.overfitting(results, OVERFIT_METRIC, OVERFIT_SIZES),
+                           results)
     print(table)
     return {"results": results, "table": table}
 
@@ -374,6 +380,8 @@ def _run_plugin(opts) -> dict:
                     lambda run, validation: module.train_one(run, validation, opts["budget"], MODELS_ROOT))
     text = module.report(results, opts)
     write_section(opts["doc"], module.CLAIM + ("" if opts["budget"] == "standard" else f"_{opts['budget']}"), text)
+    if hasattr(module, "finding"):
+        claims_findings.record(opts, module.CLAIM, module.finding(results), results)
     print(text)
     return {"results": results, "table": text}
 

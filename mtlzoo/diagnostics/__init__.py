@@ -42,6 +42,7 @@ from mtlzoo.diagnostics.affinity import TaskAffinity
 from mtlzoo.diagnostics.conflict import GradientConflictMonitor
 from mtlzoo.diagnostics.probes import gradient_statistics
 from mtlzoo.diagnostics.report import diagnose, run_diagnose, synthetic_data
+from mtlzoo.diagnostics.situations import situations
 
 __all__ = ["GradientConflictMonitor", "TaskAffinity", "diagnose", "gradient_statistics", "run_diagnose",
-           "synthetic_data"]
+           "situations", "synthetic_data"]

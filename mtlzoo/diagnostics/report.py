@@ -259,8 +259,10 @@ def diagnose(recipe, out_dir, epochs=3, steps=20, *, overrides=None, batch_size=
       of sampled steps with a negative cosine;
     - `affinity.png`: heatmap of the lookahead affinity `Z(i -> j)`;
     - `loss_weights.png`: the loss weights after every training step;
-    - `report.json`: all numbers (NaN as null), the training history and the
-      reading; `report.txt`: the reading, one sentence per line.
+    - `report.json`: all numbers (NaN as null), the training history, the
+      reading and the `situations` of docs/when-mtl-helps.md the run matches
+      (`mtlzoo.diagnostics.situations`, with the finding measured for each);
+      `report.txt`: the reading, one sentence per line.
 
     Args:
         recipe: str, path, dict or `Recipe`.
@@ -370,6 +372,12 @@ def diagnose(recipe, out_dir, epochs=3, steps=20, *, overrides=None, batch_size=
         "reading": reading,
         "files": files,
     }
+    from mtlzoo.diagnostics.situations import situations
+
+    report["situations"] = situations(report, rec)
+    reading += [f"This run looks like the '{s['claim']}' situation of docs/when-mtl-helps.md: {s['evidence']} "
+                f"Measured there: {s['measured']}" for s in report["situations"]]
+    report["reading"] = reading
     fileio.atomic_write_json(files["json"], _json_ready(report), indent=2, allow_nan=False)
     fileio.atomic_write_text(files["text"], "\n".join(reading) + "\n")
     return report

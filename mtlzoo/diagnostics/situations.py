@@ -1,0 +1,134 @@
+"""Which measured situation of docs/when-mtl-helps.md a run looks like, and what was measured there.
+
+`mtlzoo bench claims` measures the claims of multi-task learning (an unrelated task, tasks learning at unequal rates,
+scarce or unequal labels, small training sets, a small trunk) and records one finding per claim in `findings.json`
+beside this module. `situations(report, recipe)` reads a `diagnose` report (gradient cosines, lookahead affinity,
+per-task loss history) and the recipe (label fractions, training-set size, trunk width), names each situation the
+run matches with the evidence, and quotes the finding measured for it; `diagnose` appends them to its reading.
+
+Example:
+```python
+from mtlzoo.diagnostics import diagnose, situations
+report = diagnose("driving_perception_lite", "diag", epochs=2, steps=10)
+for s in report["situations"]:
+    print(s["claim"], s["evidence"], s["measured"])
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+__all__ = ["FINDINGS", "situations"]
+
+#: The findings `mtlzoo bench claims` recorded (one sentence per claim).
+FINDINGS = os.path.join(os.path.dirname(__file__), "findings.json")
+#: A task is flagged as an intruder when its mean gradient cosine with the other tasks is below this.
+INTRUDER_COSINE = 0.0
+#: Unequal training rates: the slowest task's relative loss L(end)/L(start) over the fastest's at least this.
+UNEQUAL_RATES = 1.5
+#: Scarce labels: a task labelled on at most this fraction; unequal data: fractions differing this many times.
+SCARCE_FRACTION = 0.25
+UNEQUAL_DATA = 5.0
+#: Small training sets: at most this many training examples (the overfitting claim measured 100-1000 scenes).
+SMALL_DATA = 1000
+
+
+def _findings(path):
+    return json.load(open(path)) if path and os.path.exists(path) else {}
+
+
+def _intruder(report):
+    tasks = list(report.get("tasks") or [])
+    cosine = report.get("gradient", {}).get("cosine")
+    if cosine is None or len(tasks) < 3:
+        return None
+    cos = np.array(cosine, float)
+    cos = np.where(np.isfinite(cos), cos, np.where(np.isfinite(cos.T), cos.T, np.nan))  # either triangle filled
+    pairs = [[cos[i, j] for j in range(len(tasks)) if j != i] for i in range(len(tasks))]
+    score = np.array([np.nanmean(p) if np.isfinite(p).any() else np.nan for p in pairs])
+    if not np.isfinite(score).any():
+        return None
+    worst = int(np.nanargmin(score))
+    if score[worst] >= INTRUDER_COSINE or np.sum(score < INTRUDER_COSINE) > 1:
+        return None
+    text = f"{tasks[worst]}'s gradient has a mean cosine of {score[worst]:+.2f} with the other tasks'"
+    matrix = report.get("affinity", {}).get("matrix")
+    if matrix is not None:
+        z = np.array(matrix, float)
+        row = np.nanmean([z[worst, j] for j in range(len(tasks)) if j != worst])
+        if np.isfinite(row):
+            text += f" and its steps {'raise' if row < 0 else 'lower'} their losses (mean affinity {row:+.2g})"
+    return text + ": it behaves like a task unrelated to the others."
+
+
+def _rates(report):
+    history = report.get("history") or {}
+    ratios = {}
+    for task in report.get("tasks") or []:
+        values = [v for v in history.get(f"{task}_loss", []) if v is not None and np.isfinite(v)]
+        if len(values) >= 2 and values[0] > 0:
+            ratios[task] = values[-1] / values[0]
+    if len(ratios) < 2 or min(ratios.values()) <= 0:
+        return None
+    slow, fast = max(ratios, key=ratios.get), min(ratios, key=ratios.get)
+    if ratios[slow] / ratios[fast] < UNEQUAL_RATES:
+        return None
+    return (f"{slow}'s loss fell to {ratios[slow]:.2f} of its first-epoch value, {fast}'s to {ratios[fast]:.2f}: "
+            f"the tasks train at unequal rates ({ratios[slow] / ratios[fast]:.1f}x).")
+
+
+def _data(recipe):
+    data = dict(getattr(recipe, "data", None) or {})
+    tasks = list(getattr(recipe, "tasks", None) or [])
+    fractions = {t: float((data.get("label_fractions") or {}).get(t, 1.0)) for t in tasks}
+    found = []
+    scarce = [t for t, f in fractions.items() if f <= SCARCE_FRACTION]
+    if scarce:
+        found.append(("scarce_labels", ", ".join(f"{t} is labelled on {100 * fractions[t]:g}% of the examples"
+                                                 for t in scarce) + "."))
+    positive = [f for f in fractions.values() if f > 0]
+    if len(positive) >= 2 and max(positive) / min(positive) >= UNEQUAL_DATA:
+        found.append(("unequal_data", f"the tasks' labelled fractions differ {max(positive) / min(positive):.0f}x."))
+    n = data.get("num_examples")
+    if isinstance(n, int) and n <= SMALL_DATA:
+        found.append(("overfitting", f"the training set has {n} examples."))
+    alpha = (getattr(recipe, "backbone_args", None) or {}).get("alpha")
+    if isinstance(alpha, (int, float)) and alpha < 1.0:
+        found.append(("capacity", f"the trunk is {getattr(recipe, 'backbone', 'the backbone')} at width {alpha:g}."))
+    return found
+
+
+def situations(report, recipe=None, findings=FINDINGS) -> list:
+    """The measured situations a `diagnose` report (and its recipe) matches.
+
+    Args:
+        report: dict. A `diagnose` report (`tasks`, `gradient.cosine`, `affinity.matrix`, `history`).
+        recipe: `Recipe` or None. Its `data` (label fractions, size) and `backbone_args` (width) are checked too.
+        findings: path of the findings file. Defaults to the one `mtlzoo bench claims` writes in the package.
+
+    Returns:
+        list of dicts: `claim` (the section of docs/when-mtl-helps.md), `evidence` (what in this run matched) and
+        `measured` (the finding recorded for that claim, or a note that it has not been measured yet).
+    """
+    found = []
+    intruder = _intruder(report)
+    if intruder:
+        found.append(("intruder", intruder))
+    rates = _rates(report)
+    if rates:
+        found.append(("difficulty", rates))
+    if recipe is not None:
+        found += _data(recipe)
+    measured = _findings(findings)
+    fallback = {"unequal_data": "scarce_labels"}  # the scarce-label runs at 10% are the unequal-data experiment
+    out = []
+    for claim, evidence in found:
+        entry = measured.get(claim) or measured.get(fallback.get(claim, ""))
+        text = (f"{entry['finding']} (seeds {', '.join(map(str, entry['seeds']))}; {entry['section']})" if entry
+                else f"not measured yet (docs/when-mtl-helps.md, claim {claim}).")
+        out.append({"claim": claim, "evidence": evidence, "measured": text})
+    return out
