@@ -98,3 +98,13 @@ def test_report_gives_delta_m_against_without_and_the_diagnostics(tmp_path):
     assert "| intruder:equal | +7.50 ± 10.61 % (n=2) | +10.0 ± 14.1 | +5.0 ± 7.1 |" in text
     assert "| 0 | intruder (-0.15) ✓ | intruder (-0.25) ✓ |" in text
     assert (tmp_path / "claims_intruder.png").stat().st_size > 1000
+
+
+def test_finding_sums_up_the_arms_and_the_diagnostics():
+    cos = [[1, 0.4, -0.2], [0.4, 1, -0.1], [-0.2, -0.1, 1]]
+    results = [_fake("without", 0, 0.50, 0.20), _fake("intruder:equal", 0, 0.40, 0.22, cos),
+               _fake("intruder:branched", 0, 0.50, 0.20)]
+    text = ci.finding(results)
+    assert "equal +15.0 ± 0.0 % (n=1)" in text and "branched +0.0 ± 0.0 % (n=1)" in text
+    assert "Gradient cosine singled the intruder out in 1 of 1 seeds, lookahead affinity in 1 of 1" in text
+    assert ci.finding([]) is None
