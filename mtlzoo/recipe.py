@@ -284,7 +284,7 @@ class Recipe:
                     else:
                         raise RecipeError(f"override {key!r}: {part!r} is not a mapping.")
                 target = target[part]
-            target[parts[-1]] = value
+            target[parts[-1]] = copy.deepcopy(value)  # a later dotted key must not write into the caller's mapping
         if update_tasks is not None:
             merge_task_settings(data, update_tasks, self.name, add=False)
         if add_tasks is not None:

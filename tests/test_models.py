@@ -219,3 +219,51 @@ def test_application_backbones_use_a_trainable_bn_momentum():
     assert {layer.momentum for s in kept for layer in _all_layers(s) if isinstance(layer, keras.layers.BatchNormalization)} == {0.999}
     with pytest.raises(ValueError, match="bn_momentum"):
         mtlzoo.backbones.get("resnet50")((64, 64, 3), bn_momentum=1.5)
+
+
+@pytest.mark.parametrize("backbone", ["mobilenetv3_small", "mobilenetv3_large"])
+def test_mobilenetv3_alpha_narrows_the_trunk_and_keeps_its_taps(backbone):
+    from mtlzoo.backbones.applications import _SPECS
+
+    taps = _SPECS[backbone][1]
+    full = mtlzoo.backbones.get(backbone)((64, 64, 3))
+    sizes = {1.0: sum(s.count_params() for s in full)}
+    for alpha in (0.25, 0.5):
+        stages = mtlzoo.backbones.get(backbone)((64, 64, 3), alpha=alpha)
+        ends = [stages[0].get_layer("backbone_stem").layers[-1].name] + [s.layers[-1].name for s in stages[1:]]
+        assert ends == taps  # the stages still end at the documented tap layers
+        assert [64 // s.output.shape[1] for s in stages] == [4, 8, 16, 32]
+        assert stages[-1].output.shape[-1] < full[-1].output.shape[-1]
+        sizes[alpha] = sum(s.count_params() for s in stages)
+    assert sizes[0.25] < sizes[0.5] < sizes[1.0]
+
+
+@pytest.mark.parametrize("alpha", [0, -0.5, float("nan"), "0.5", True, None])
+def test_mobilenetv3_alpha_is_checked(alpha):
+    with pytest.raises(ValueError, match=r"'mobilenetv3_small': alpha \(the width multiplier\) must be a number > 0"):
+        mtlzoo.backbones.get("mobilenetv3_small")((64, 64, 3), alpha=alpha)
+
+
+@pytest.mark.parametrize("backbone", ["efficientnetv2_b0", "resnet50"])
+def test_backbones_without_a_width_multiplier_refuse_alpha(backbone):
+    with pytest.raises(ValueError, match=f"'{backbone}' has no width multiplier: alpha must be 1.0, got 0.5"):
+        mtlzoo.backbones.get(backbone)((64, 64, 3), alpha=0.5)
+    recipe = mtlzoo.get_recipe("driving_perception_lite").override(**{"backbone": backbone, "backbone_args.alpha": 2})
+    with pytest.raises(ValueError, match="no width multiplier"):
+        recipe.build(compile=False)
+
+
+def test_recipe_sets_the_trunk_width_and_the_model_reloads(tmp_path):
+    recipe = mtlzoo.get_recipe("driving_perception_lite").override(**{"backbone_args.alpha": 0.25})
+    assert recipe.backbone_args == {"alpha": 0.25}
+    model = mtlzoo.build("driving_perception_lite", backbone_args={"alpha": 0.25}, input_shape=SMALL, compile=False)
+    assert model.metadata["recipe"]["backbone_args"] == {"alpha": 0.25}
+    # Shared (trunk + neck) parameters at alpha 1.0 and this input: 885,856.
+    assert model.parameter_summary()["shared"] < 150_000
+    model.save(tmp_path / "m.keras")
+    loaded = mtlzoo.load(tmp_path / "m.keras", compile=False)
+    assert loaded.count_params() == model.count_params()
+    x = np.random.default_rng(0).uniform(0, 255, (1,) + SMALL).astype("float32")
+    expected, got = predict_eager(model, x), predict_eager(loaded, x)
+    for task in expected:
+        np.testing.assert_allclose(got[task], expected[task], rtol=1e-5, atol=1e-5)

@@ -122,3 +122,12 @@ def test_recipe_from_dict_builds_and_yaml_errors(tmp_path):
         get_recipe(str(bad))
     with pytest.raises(FileNotFoundError):
         get_recipe(str(tmp_path / "missing.yaml"))
+
+
+def test_override_never_writes_into_the_callers_mapping():
+    from mtlzoo.recipe import get_recipe
+
+    args = {"width": 4}
+    recipe = get_recipe("driving_perception_lite").override(backbone="tiny", backbone_args=args,
+                                                            **{"backbone_args.width": 2})
+    assert recipe.backbone_args == {"width": 2} and args == {"width": 4}

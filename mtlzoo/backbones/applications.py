@@ -1,5 +1,7 @@
 """keras.applications backbones (built offline, `weights=None` or a local file)."""
 
+import math
+
 import keras
 
 from mtlzoo.backbones.base import check_image_shape, check_weights, split_application
@@ -35,15 +37,37 @@ _SPECS = {
 }
 
 
+#: The backbones with a width multiplier (`alpha` of keras.applications: the channels of every block × alpha,
+#: rounded to multiples of 8). The tap layers are named by block, so they are the same at every width.
+WIDTH_MULTIPLIER = ("mobilenetv3_small", "mobilenetv3_large")
+
+
+def check_alpha(alpha, name) -> float:
+    """`alpha` as a float: > 0 for a backbone with a width multiplier, exactly 1.0 for the others."""
+    if name not in WIDTH_MULTIPLIER:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or float(alpha) != 1.0:
+            raise ValueError(
+                f"Backbone {name!r} has no width multiplier: alpha must be 1.0, got {alpha!r}. Leave "
+                f"`backbone_args.alpha` out, or use a backbone that has one ({', '.join(WIDTH_MULTIPLIER)}).")
+        return 1.0
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+        raise ValueError(
+            f"Backbone {name!r}: alpha (the width multiplier) must be a number > 0, got {alpha!r}; "
+            "e.g. `backbone_args: {alpha: 0.5}` for half the channels (1.0: the architecture of the paper).")
+    return float(alpha)
+
+
 def _make(name):
     app_fn, taps, preprocessing, extra = _SPECS[name]
 
-    def factory(input_shape, prefix="backbone_", weights=None, bn_momentum=0.99):
+    def factory(input_shape, prefix="backbone_", weights=None, bn_momentum=0.99, alpha=1.0):
         check_image_shape(input_shape, name)
         weights = check_weights(weights, name)
         if bn_momentum is not None and not 0.0 <= float(bn_momentum) < 1.0:
             raise ValueError(f"Backbone {name!r}: bn_momentum must be in [0, 1), got {bn_momentum}.")
-        app = app_fn(input_shape=tuple(input_shape), include_top=False, weights=weights, **extra)
+        alpha = check_alpha(alpha, name)
+        width = {"alpha": alpha} if name in WIDTH_MULTIPLIER else {}
+        app = app_fn(input_shape=tuple(input_shape), include_top=False, weights=weights, **width, **extra)
         if bn_momentum is not None:
             # keras.applications' MobileNetV3 uses 0.999: trained from scratch for
             # a few thousand steps its moving statistics stay near their
@@ -61,8 +85,16 @@ def _make(name):
         "    prefix: str. Prefix of the stage model names.\n"
         "    weights: str or None. A local weights file of the same architecture; never downloaded.\n"
         "    bn_momentum: float or None. BatchNorm moving-average momentum (0.99; None keeps\n"
-        "        the application's own, 0.999 for MobileNetV3, which is too slow from scratch).\n\n"
-        f"Example:\n```python\nstages = mtlzoo.backbones.get({name!r})((128, 256, 3))\n```\n"
+        "        the application's own, 0.999 for MobileNetV3, which is too slow from scratch).\n"
+        + ("    alpha: float > 0. Width multiplier: every block's channels × alpha, rounded to multiples\n"
+           "        of 8 (1.0, the paper's; 0.75 and 0.5 are narrower). The taps are the same at every\n"
+           "        width. A recipe sets it as `backbone_args: {alpha: 0.5}`; a weights file must be of\n"
+           "        the same alpha.\n\n"
+           if name in WIDTH_MULTIPLIER else
+           "    alpha: float. Must be 1.0: this backbone has no width multiplier (ValueError otherwise).\n\n")
+        + "Raises:\n    ValueError: a bad input shape, bn_momentum or alpha, or weights='imagenet'.\n\n"
+        + (f"Example:\n```python\nstages = mtlzoo.backbones.get({name!r})((128, 256, 3)"
+           + (", alpha=0.5" if name in WIDTH_MULTIPLIER else "") + ")\n```\n")
     )
     return factory
 

@@ -298,7 +298,7 @@ def report(results, opts) -> str:
     return text
 
 
-def finding(results) -> str | None:
+def finding(results, opts=None) -> str | None:
     """One sentence for `mtlzoo diagnose`: the rate inequality per arm and the slowest task under equal weighting."""
     parts, slow = [], collections.Counter()
     for arm in ARMS:

@@ -220,7 +220,7 @@ def _plot(bars, opts):
     return path
 
 
-def finding(results) -> str | None:
+def finding(results, opts=None) -> str | None:
     """One sentence for `mtlzoo diagnose`: what the intruder did to the others, what recovered them, and whether the
     diagnostics found it."""
     rows = [r for r in results if r.get("claim") == CLAIM]

@@ -376,12 +376,16 @@ def _run_plugin(opts) -> dict:
 
     module = importlib.import_module(PLUGINS[opts["claim"]])
     seeds = [int(s) for s in str(opts["seeds"]).split(",")]
-    results = _fill(opts, module.CLAIM, module.runs(seeds),
+    import inspect
+
+    takes_budget = "budget" in inspect.signature(module.runs).parameters
+    runs = module.runs(seeds, budget=opts["budget"]) if takes_budget else module.runs(seeds)
+    results = _fill(opts, module.CLAIM, runs,
                     lambda run, validation: module.train_one(run, validation, opts["budget"], MODELS_ROOT))
     text = module.report(results, opts)
     write_section(opts["doc"], module.CLAIM + ("" if opts["budget"] == "standard" else f"_{opts['budget']}"), text)
     if hasattr(module, "finding"):
-        claims_findings.record(opts, module.CLAIM, module.finding(results), results)
+        claims_findings.record(opts, module.CLAIM, module.finding(results, opts), results)
     print(text)
     return {"results": results, "table": text}
 
