@@ -137,3 +137,19 @@ def test_overfit_table_gives_the_train_validation_gap_per_arm():
     row = next(line for line in table.splitlines() if line.startswith("| depth (abs_rel) | 100 |"))
     assert "0.100 ± 0.000 / 0.250 ± 0.071 / -0.150 ± 0.071 (n=2)" in row
     assert "0.200 ± 0.000 / 0.250 ± 0.000 / -0.050 ± 0.000 (n=1)" in row
+
+
+def test_mtlzoo_bench_claims_runs_from_the_cli(tmp_path, capsys):
+    import argparse
+
+    from mtlzoo.cli.bench import cmd_bench
+
+    folder = tmp_path / "results" / "relatedness"
+    folder.mkdir(parents=True)
+    (folder / "a.json").write_text(json.dumps(_fake("mmoe", 1.0, 0, {"y1": 0.5, "y2": 0.7})))
+    args = argparse.Namespace(name="claims", options=["report=true", f"results={tmp_path / 'results'}",
+                                                      f"doc={tmp_path / 'when.md'}", f"figures={tmp_path}", "seeds=0"])
+    assert cmd_bench(args) == 0
+    assert "| mmoe | 0.500 ± 0.000 (n=1) / 0.700 ± 0.000 (n=1) |" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="seeds must be one or more integers"):
+        claims.run({"claim": "intruder", "seeds": "0,x", "report": True, "results": str(tmp_path)})

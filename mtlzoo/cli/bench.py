@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 
-BENCHMARKS = ("data", "step", "latency", "scale", "quality", "methods")
+BENCHMARKS = ("data", "step", "latency", "scale", "quality", "methods", "claims")
 
 
-# `mtlzoo bench all`: the ones that finish in minutes (methods takes hours; it resumes, run it by name).
+# `mtlzoo bench all`: the ones that finish in minutes (methods and claims take hours; they resume, run them by
+# name).
 QUICK_BENCHMARKS = ("data", "step", "latency", "scale", "quality")
 
 
