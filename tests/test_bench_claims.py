@@ -153,3 +153,26 @@ def test_mtlzoo_bench_claims_runs_from_the_cli(tmp_path, capsys):
     assert "| mmoe | 0.500 ± 0.000 (n=1) / 0.700 ± 0.000 (n=1) |" in capsys.readouterr().out
     with pytest.raises(ValueError, match="seeds must be one or more integers"):
         claims.run({"claim": "intruder", "seeds": "0,x", "report": True, "results": str(tmp_path)})
+
+
+def test_unequal_data_table_compares_every_task_with_the_full_data_single_task_model(tmp_path):
+    from mtlzoo.bench import claim_unequal, methods
+
+    folder = tmp_path / "methods" / "standard"
+    folder.mkdir(parents=True)
+    for task, metric, value in (("segmentation", "miou", 0.5), ("depth", "abs_rel", 0.2), ("scene", "map", 0.4)):
+        (folder / f"single_task-{task}__seed0.json").write_text(json.dumps(
+            {"format": methods.FORMAT, "kind": "single_task", "configuration": f"single_task:{task}", "seed": 0,
+             "metrics": {task: {metric: value}}}))
+    higher = {"segmentation": {"miou": True}, "depth": {"abs_rel": False}, "scene": {"map": True}}
+    results = [{"task": "depth", "fraction": 0.1, "seed": 0, "arm": "weighting:equal", "higher_is_better": higher,
+                "metrics": {"segmentation": {"miou": 0.45}, "depth": {"abs_rel": 0.3}, "scene": {"map": 0.44}}},
+               {"task": "depth", "fraction": 0.1, "seed": 0, "arm": "single_task:depth", "higher_is_better": higher,
+                "metrics": {"depth": {"abs_rel": 0.4}}},
+               {"task": "depth", "fraction": 0.25, "seed": 0, "arm": "weighting:equal", "metrics": {}}]
+    text = claim_unequal.table(results, "depth", methods_results=str(tmp_path / "methods"))
+    # mIoU 0.45 vs 0.5: 10 % worse; abs_rel 0.3 vs 0.2: 50 % worse; mAP 0.44 vs 0.4: 10 % better
+    assert "| weighting:equal | +10.0 ± 0.0 (n=1) | +50.0 ± 0.0 (n=1) | -10.0 ± 0.0 (n=1) |" in text
+    assert "| single_task:depth | – | +100.0 ± 0.0 (n=1) | – |" in text
+    assert "weighting:equal: segmentation +10.0 %, depth +50.0 %, scene -10.0 % (n=1)" in claim_unequal.finding(
+        results, "depth", methods_results=str(tmp_path / "methods"))

@@ -352,6 +352,13 @@ def _run_scarce(opts) -> dict:
     write_section(opts["doc"], f"scarce_labels-{task}{suffix}", text)
     claims_findings.record(opts, "scarce_labels", claims_findings.scarce_labels(
         results, task, metric, SCARCE_FRACTIONS), results)
+    from mtlzoo.bench import claim_unequal
+
+    methods_results = opts.get("methods_results") or claim_unequal.METHODS_RESULTS
+    write_section(opts["doc"], f"unequal_data{suffix}", claim_unequal.table(results, task, methods_results=methods_results,
+                                                                            budget=budget))
+    claims_findings.record(opts, "unequal_data", claim_unequal.finding(results, task, methods_results=methods_results,
+                                                                       budget=budget), results)
     print(table)
     return {"results": results, "table": table, "curves": curves}
 
