@@ -368,7 +368,10 @@ class Recipe:
 
     def compile(self, model, total_steps: int | None = None):
         """Compiles `model` with the recipe's optimizer, weighting hook and aggregator."""
-        model.compile(optimizer=self.make_optimizer(total_steps))
+        train_metrics = (self.training or {}).get("train_metrics", True)
+        if not isinstance(train_metrics, bool):
+            raise RecipeError(f"recipe {self.name!r}: training.train_metrics must be true or false, got {train_metrics!r}.")
+        model.compile(optimizer=self.make_optimizer(total_steps), train_metrics=train_metrics)
         from mtlzoo import training_hooks
 
         training_hooks.install(model, self)

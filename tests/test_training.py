@@ -349,3 +349,21 @@ def test_detection_box_classes_and_heatmaps_are_checked():
     detection[0, 2, 2, 1] = 2.0
     with pytest.raises(DataCheckError, match=r"Task 'detection' \(detection\).*heatmap value 2 .*\[0, 1\]"):
         check_dataset(_scene_recipe(), _scene_detection(scene, detection))
+
+
+def test_train_metrics_false_logs_losses_only_and_keeps_validation_metrics(tmp_path):
+    import mtlzoo
+    from mtlzoo.testing import TINY_IMAGE, random_labels
+
+    model = mtlzoo.build("driving_perception_lite", **TINY_IMAGE, **{"training.train_metrics": False})
+    assert model._train_metrics is False
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 64, 3)).astype("float32")
+    y = random_labels(model, 8)
+    history = model.fit(x, y, batch_size=4, epochs=1, validation_data=(x, y), verbose=0).history
+    assert "segmentation_loss" in history and "nonfinite_steps" in history
+    assert "segmentation_miou" not in history and "val_segmentation_miou" in history and "val_depth_loss" in history
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    assert mtlzoo.load(path)._train_metrics is False  # the compile setting survives a reload
+    with pytest.raises(mtlzoo.recipe.RecipeError, match="train_metrics must be true or false"):
+        mtlzoo.build("driving_perception_lite", **TINY_IMAGE, **{"training.train_metrics": "no"})

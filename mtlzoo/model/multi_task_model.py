@@ -303,7 +303,7 @@ class MultiTaskModel(keras.Model):
         return loss
 
     # ------------------------------------------------------------------ compile
-    def compile(self, optimizer="adam", loss=None, metrics=None, loss_weights=None, **kwargs):
+    def compile(self, optimizer="adam", loss=None, metrics=None, loss_weights=None, train_metrics=True, **kwargs):
         """Configures training; losses and metrics default to each task head's.
 
         Args:
@@ -314,6 +314,11 @@ class MultiTaskModel(keras.Model):
                 defaults. Defaults to None.
             loss_weights: dict task -> float assigned to the loss-weight
                 variables (they stay variables: callbacks can change them).
+            train_metrics: bool. Update the task metrics at every training
+                step (Keras's behaviour, the default). False: the training
+                logs hold the losses only and the metrics are computed on
+                validation and in `evaluate`, which saves their per-step work
+                (argmax and confusion matrix for segmentation, ...).
             **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`).
         """
         for arg, value in (("loss", loss), ("metrics", metrics)):
@@ -323,6 +328,9 @@ class MultiTaskModel(keras.Model):
                 for t in value:
                     if t not in self.task_names:
                         raise ValueError(f"{arg}= names unknown task {t!r}.{suggestion(t, self.task_names)} Tasks: {self.task_names}.")
+        if not isinstance(train_metrics, bool):
+            raise TypeError(f"train_metrics= must be True or False, got {train_metrics!r}.")
+        self._train_metrics = train_metrics
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
         loss = loss or {}
@@ -361,7 +369,10 @@ class MultiTaskModel(keras.Model):
     def get_compile_config(self):
         # Losses and metrics come from the heads (recorded in `tasks`), so the
         # Keras compile config holds the optimizer and step settings only.
-        return super().get_compile_config()
+        config = super().get_compile_config()
+        if isinstance(config, dict) and not getattr(self, "_train_metrics", True):
+            config = dict(config, train_metrics=False)
+        return config
 
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)

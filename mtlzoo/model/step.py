@@ -90,7 +90,24 @@ def train_step(model, data):
         grads = tape.gradient(step_loss, variables)
     del tape
     apply_if_finite(model, total, grads, variables, state, saved)
+    if not getattr(model, "_train_metrics", True):  # compile(train_metrics=False): the losses only
+        return distribute.step_logs(loss_logs(model))
     return distribute.step_logs(model.compute_metrics(x, y, y_pred, sample_weight))
+
+
+def loss_logs(model) -> dict:
+    """The step logs without the task metrics: the total and per-task losses and the extra trackers."""
+    task_metrics = {id(m) for ms in model._state.task_metrics.values() for m in ms}
+    logs = {}
+    for metric in model.metrics:
+        if id(metric) in task_metrics:
+            continue
+        result = metric.result()
+        if isinstance(result, dict):
+            logs.update(result)
+        else:
+            logs[metric.name] = result
+    return logs
 
 
 def apply_if_finite(model, total, grads, variables, state=(), saved=()):

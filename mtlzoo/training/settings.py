@@ -23,6 +23,8 @@ TRAINING_KEYS = {
     "nonfinite_patience": "consecutive non-finite steps before stopping (int >= 1, default 20)",
     "check_batches": "batches inspected for NaN/inf and out-of-range labels before training (int >= 0, default 1; "
                      "arrays passed as data are checked whole)",
+    "train_metrics": "update the task metrics at every training step (true, the default) or only on validation and "
+                     "in evaluate (false: the training logs hold the losses, each step saves the metrics' work)",
 }
 
 
@@ -64,7 +66,7 @@ def training_settings(recipe, epochs=None, steps_per_epoch=None) -> dict:
                 "Valid keys: " + "; ".join(f"{k} ({v})" for k, v in TRAINING_KEYS.items()) + "."
             )
     out = {"epochs": 10, "batch_size": 8, "steps_per_epoch": None, "validation_steps": None,
-           "validation_freq": 1, "monitor": None, "nonfinite_patience": 20, "check_batches": 1}
+           "validation_freq": 1, "monitor": None, "nonfinite_patience": 20, "check_batches": 1, "train_metrics": True}
     out.update(given)
     if epochs is not None:
         out["epochs"] = epochs
@@ -78,6 +80,8 @@ def training_settings(recipe, epochs=None, steps_per_epoch=None) -> dict:
     out["validation_freq"] = _positive_int(out["validation_freq"], f"{where}.validation_freq")
     out["nonfinite_patience"] = _positive_int(out["nonfinite_patience"], f"{where}.nonfinite_patience")
     out["check_batches"] = _positive_int(out["check_batches"], f"{where}.check_batches", minimum=0)
+    if not isinstance(out["train_metrics"], bool):
+        raise RecipeError(f"{where}.train_metrics must be true or false, got {out['train_metrics']!r}.")
     return out
 
 
