@@ -86,7 +86,7 @@ def test_the_shipped_findings_are_well_formed():
     shipped = claims_findings.load()
     assert shipped, "mtlzoo/diagnostics/findings.json is missing: run python -m mtlzoo.bench.claims --report"
     for claim, entry in shipped.items():
-        assert claim in (*claims.CLAIMS, "scarce_labels") and entry["finding"] and entry["seeds"]
+        assert claim in (*claims.CLAIMS, "unequal_data") and entry["finding"] and entry["seeds"]
         assert "(n=" in entry["finding"] and any(c.isdigit() for c in entry["finding"]), claim
 
 
