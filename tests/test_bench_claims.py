@@ -176,3 +176,20 @@ def test_unequal_data_table_compares_every_task_with_the_full_data_single_task_m
     assert "| single_task:depth | – | +100.0 ± 0.0 (n=1) | – |" in text
     assert "weighting:equal: segmentation +10.0 %, depth +50.0 %, scene -10.0 % (n=1)" in claim_unequal.finding(
         results, "depth", methods_results=str(tmp_path / "methods"))
+    assert claim_unequal.plot(results, "depth", str(tmp_path / "u.png"), methods_results=str(tmp_path / "methods"))
+    assert (tmp_path / "u.png").stat().st_size > 1000
+
+
+def test_overfit_report_draws_the_gap_against_the_training_set_size(tmp_path):
+    def fake(arm, n, seed, train, val):
+        return {"format": claims.FORMAT, "claim": "overfitting", "arm": arm, "num_train": n, "seed": seed,
+                "metrics": {"depth": {"abs_rel": val}}, "metrics_train": {"depth": {"abs_rel": train}}}
+
+    results = [fake(a, n, 0, 0.1, 0.3) for a in ("single_task:depth", "weighting:equal") for n in (100, 300)]
+    doc = _results_and_doc(tmp_path, "overfitting", results, "# When\n")
+    claims.run({"claim": "overfitting", "report": True, "results": str(tmp_path / "results"), "doc": str(doc),
+                "figures": str(tmp_path)})
+    assert (tmp_path / "claims_overfitting.png").stat().st_size > 1000
+    assert "(claims_overfitting.png)" in doc.read_text()
+    finding = json.loads((tmp_path / "findings.json").read_text())["overfitting"]["finding"]
+    assert "depth abs_rel gap -0.200 single-task vs -0.200 multi-task (n=1)" in finding

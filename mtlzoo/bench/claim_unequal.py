@@ -79,3 +79,11 @@ def finding(results, task, fraction=FRACTION, methods_results=METHODS_RESULTS, b
         return None
     return (f"With {task} labelled on {100 * fraction:g}% of the scenes and the other tasks on all, change of each "
             "task against its single-task model trained on every scene (negative = better): " + "; ".join(parts) + ".")
+
+
+def plot(results, task, path, fraction=FRACTION, methods_results=METHODS_RESULTS, budget="standard") -> bool:
+    """The table's changes as grouped bars (`claims_plots.plot_unequal`); False when there is nothing to draw."""
+    from mtlzoo.bench.claims_plots import plot_unequal
+
+    changes = _changes(results, task, fraction, methods_results, budget)
+    return plot_unequal(changes, [t for t in METRIC if any(t in c for c in changes.values())], task, path)

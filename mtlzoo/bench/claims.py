@@ -355,8 +355,11 @@ def _run_scarce(opts) -> dict:
     from mtlzoo.bench import claim_unequal
 
     methods_results = opts.get("methods_results") or claim_unequal.METHODS_RESULTS
-    write_section(opts["doc"], f"unequal_data{suffix}", claim_unequal.table(results, task, methods_results=methods_results,
-                                                                            budget=budget))
+    unequal = claim_unequal.table(results, task, methods_results=methods_results, budget=budget)
+    figure = os.path.join(opts["figures"], f"claims_unequal_{task}{suffix}.png")
+    if claim_unequal.plot(results, task, figure, methods_results=methods_results, budget=budget):
+        unequal += f"\n\n![change of every task with {task} scarce]({os.path.relpath(figure, os.path.dirname(opts['doc']) or '.')})"
+    write_section(opts["doc"], f"unequal_data{suffix}", unequal)
     claims_findings.record(opts, "unequal_data", claim_unequal.finding(results, task, methods_results=methods_results,
                                                                        budget=budget), results)
     print(table)
@@ -370,8 +373,15 @@ def _run_overfit(opts) -> dict:
 
     seeds = _seeds(opts["seeds"])
     results = _fill(opts, "overfitting", overfit_runs(seeds), train_one)
+    from mtlzoo.bench.claims_common import figure_link
+    from mtlzoo.bench.claims_plots import plot_overfit
+
+    suffix = "" if opts["budget"] == "standard" else f"_{opts['budget']}"
+    figure = os.path.join(opts["figures"], f"claims_overfitting{suffix}.png")
     table = overfit_table(results)
-    write_section(opts["doc"], "overfitting" + ("" if opts["budget"] == "standard" else f"_{opts['budget']}"), table)
+    if plot_overfit(results, OVERFIT_METRIC, OVERFIT_SIZES, figure):
+        table += "\n\n" + figure_link(opts, figure, "train minus validation metric against the training-set size")
+    write_section(opts["doc"], "overfitting" + suffix, table)
     claims_findings.record(opts, "overfitting", claims_findings.overfitting(results, OVERFIT_METRIC, OVERFIT_SIZES),
                            results)
     print(table)
