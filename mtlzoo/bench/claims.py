@@ -39,7 +39,7 @@ import statistics
 import time
 
 from mtlzoo.bench import claims_findings
-from mtlzoo.bench.methods import _seeds
+from mtlzoo.bench.methods import parse_seeds
 from mtlzoo.bench.claims_common import BEGIN, END, FORMAT, MODELS_ROOT, write_section  # noqa: F401  (re-exported)
 from mtlzoo.bench.claims_common import fill as _fill
 from mtlzoo.bench.claims_common import spread as _spread
@@ -304,7 +304,7 @@ def run(args=None) -> dict:
         return _run_plugin(opts)
     if opts["budget"] not in BUDGETS:
         raise ValueError(f"Unknown budget {opts['budget']!r}; use one of {', '.join(BUDGETS)}.")
-    seeds = _seeds(opts["seeds"])
+    seeds = parse_seeds(opts["seeds"])
     folder = os.path.join(opts["results"], opts["claim"] if opts["budget"] == "standard" else f"{opts['claim']}-{opts['budget']}")
     os.makedirs(folder, exist_ok=True)
     todo = [r for r in relatedness_runs(seeds) if not os.path.exists(os.path.join(folder, r[0] + ".json"))]
@@ -341,7 +341,7 @@ def _run_scarce(opts) -> dict:
         return result, (f"{arm} {task} labelled {100 * fraction:g}% seed {seed}: "
                         f"{metric} {result['metrics'][task][metric]:.4f}")
 
-    seeds = _seeds(opts["seeds"])
+    seeds = parse_seeds(opts["seeds"])
     results = _fill(opts, "scarce_labels", scarce_runs(seeds, task), train_one)
     table, curves = scarce_table(results, task)
     suffix = "" if budget == "standard" else f"_{budget}"
@@ -371,7 +371,7 @@ def _run_overfit(opts) -> dict:
         _, arm, n, seed = run
         return run_overfit(arm, n, seed, opts["budget"], validation), f"{arm} on {n} scenes seed {seed}"
 
-    seeds = _seeds(opts["seeds"])
+    seeds = parse_seeds(opts["seeds"])
     results = _fill(opts, "overfitting", overfit_runs(seeds), train_one)
     from mtlzoo.bench.claims_common import figure_link
     from mtlzoo.bench.claims_plots import plot_overfit
@@ -393,7 +393,7 @@ def _run_plugin(opts) -> dict:
     import importlib
 
     module = importlib.import_module(PLUGINS[opts["claim"]])
-    seeds = _seeds(opts["seeds"])
+    seeds = parse_seeds(opts["seeds"])
     import inspect
 
     takes_budget = "budget" in inspect.signature(module.runs).parameters

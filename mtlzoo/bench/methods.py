@@ -149,7 +149,8 @@ def select(configs, methods) -> list:
     return [c for c in configs if c.name in chosen]
 
 
-def _seeds(value) -> list:
+def parse_seeds(value) -> list:
+    """The seeds of `--seeds` ("0,1,2", a list or one int), checked: integers >= 0."""
     items = value.split(",") if isinstance(value, str) else (value if isinstance(value, (list, tuple)) else [value])
     seeds = [int(s) for s in items if str(s).strip().isdigit()]
     if not seeds or len(seeds) != len([s for s in items if str(s).strip()]):
@@ -170,7 +171,7 @@ def options(args) -> dict:
     opts = {**_DEFAULTS, **{k: v for k, v in source.items() if v is not None}}
     if opts["budget"] not in BUDGETS:
         raise ValueError(f"Unknown budget {opts['budget']!r}; use one of {', '.join(BUDGETS)}.")
-    opts["seeds"] = _seeds(opts["seeds"])
+    opts["seeds"] = parse_seeds(opts["seeds"])
     overrides = opts["overrides"] or {}
     opts["overrides"] = overrides if isinstance(overrides, dict) else parse_cli_overrides(overrides)
     return opts

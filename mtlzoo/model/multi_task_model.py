@@ -187,7 +187,6 @@ class MultiTaskModel(keras.Model):
         """
         return owned_weighting.set_weighting(self, weighting)
 
-
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`, running the model's loss weighting (see `weighting`) as the first callback."""
         kwargs["callbacks"] = owned_weighting.callbacks_with_weighting(self, kwargs.get("callbacks"))
@@ -314,11 +313,8 @@ class MultiTaskModel(keras.Model):
                 defaults. Defaults to None.
             loss_weights: dict task -> float assigned to the loss-weight
                 variables (they stay variables: callbacks can change them).
-            train_metrics: bool. Update the task metrics at every training
-                step (Keras's behaviour, the default). False: the training
-                logs hold the losses only and the metrics are computed on
-                validation and in `evaluate`, which saves their per-step work
-                (argmax and confusion matrix for segmentation, ...).
+            train_metrics: bool. Update the task metrics at every training step (the default, as Keras
+                does); False: the training logs hold the losses only, metrics come from validation/`evaluate`.
             **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`).
         """
         for arg, value in (("loss", loss), ("metrics", metrics)):
@@ -383,7 +379,6 @@ class MultiTaskModel(keras.Model):
 
     # ------------------------------------------------------------------ losses
 
-
     def compute_task_losses(self, y, y_pred, sample_weight=None):
         """dict task -> unweighted mean loss over the task's valid labels (0 when none)."""
         return step.compute_task_losses(self, y, y_pred, sample_weight)
@@ -395,7 +390,6 @@ class MultiTaskModel(keras.Model):
     def combine_task_losses(self, task_losses):
         """The weighted total `Σ w_t L_t` (or the step hook's `combine`)."""
         return step.combine_task_losses(self, task_losses)
-
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         _, total, _ = step.losses_and_total(self, y, y_pred, sample_weight)
@@ -433,7 +427,6 @@ class MultiTaskModel(keras.Model):
 
     def test_step(self, data):
         return distribute.step_logs(super().test_step(data))
-
 
     # ------------------------------------------------------------------ config
     def get_config(self):
