@@ -95,7 +95,8 @@ def test_report_gives_delta_m_against_without_and_the_diagnostics(tmp_path):
                _fake("without", 1, 0.50, 0.20), _fake("intruder:equal", 1, 0.50, 0.20, cos)]
     text = ci.report(results, {"figures": str(tmp_path), "doc": str(tmp_path / "when.md"), "budget": "standard"})
     # seed 0: mIoU -20 % (worse: +20), abs_rel +10 % (worse: +10): Δm +15 %; seed 1: 0. Mean 7.5, std 10.61
-    assert "| intruder:equal | +7.50 ± 10.61 % (n=2) | +10.0 ± 14.1 | +5.0 ± 7.1 |" in text
+    # (the fakes have no detection: Δm without detection is the same)
+    assert "| intruder:equal | +7.50 ± 10.61 % (n=2) | +7.50 ± 10.61 % (n=2) | +10.0 ± 14.1 | +5.0 ± 7.1 |" in text
     assert "| 0 | intruder (-0.15) ✓ | intruder (-0.25) ✓ |" in text
     assert (tmp_path / "claims_intruder.png").stat().st_size > 1000
 
@@ -108,3 +109,20 @@ def test_finding_sums_up_the_arms_and_the_diagnostics():
     assert "equal +15.0 ± 0.0 % (n=1)" in text and "branched +0.0 ± 0.0 % (n=1)" in text
     assert "Gradient cosine singled the intruder out in 1 of 1 seeds, lookahead affinity in 1 of 1" in text
     assert ci.finding([]) is None
+
+
+def test_without_ignores_a_methods_result_made_with_overrides(tmp_path):
+    folder = tmp_path / "smoke"
+    folder.mkdir()
+    (folder / "weighting-equal__seed1.json").write_text(json.dumps(
+        {"metrics": {"depth": {"abs_rel": 0.3}}, "settings": {"overrides": {"optimizer.learning_rate": 0.1}}}))
+    assert ci._reused(1, "smoke", str(tmp_path)) is None
+
+
+def test_delta_m_without_detection_leaves_the_noisy_task_out():
+    higher = {"depth": {"abs_rel": False}, "detection": {"map50": True}}
+    result = {"metrics": {"depth": {"abs_rel": 0.22}, "detection": {"map50": 0.001}}, "higher_is_better": higher}
+    reference = {"metrics": {"depth": {"abs_rel": 0.20}, "detection": {"map50": 0.010}}}
+    dm, clean, per_task = ci._delta(result, reference)
+    assert clean == pytest.approx(10.0) and dm == pytest.approx((10.0 + 90.0) / 2)
+    assert per_task["detection"] == pytest.approx(90.0)

@@ -52,6 +52,25 @@ def relative_change(value, reference, higher_is_better) -> float | None:
     return sign * 100.0 * (value - reference) / abs(reference)
 
 
+def fmt(value, digits=3) -> str:
+    """A metric for a summary line: `0.123`, or `–` when it is missing (a diverged run's NaN is stored as None)."""
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
+
+
+#: Tasks left out of the claims' "Δm without detection": detection's mAP@0.5 at the methods budget is 0.001-0.015,
+#: so its relative changes (often ±100 %) outweigh the seven other metrics of Δm.
+NOISY_TASKS = ("detection",)
+
+
+def delta_m(metrics, higher_is_better, baselines, exclude=()) -> float | None:
+    """Δm % (positive = worse) of `metrics` against `baselines` ({task: {metric: value}}), without the tasks in
+    `exclude`; None when a task has no baseline."""
+    from mtlzoo.bench.methods_table import delta_m_against
+
+    kept = {t: v for t, v in metrics.items() if t not in exclude}
+    return delta_m_against(kept, higher_is_better, {t: v for t, v in baselines.items() if t not in exclude})[0]
+
+
 def write_section(doc, claim, text) -> None:
     """Replaces the text between the claim's markers in `doc` (appends the markers when missing)."""
     from mtlzoo.fileio import atomic_write_text
