@@ -92,6 +92,10 @@ def test_scarce_table_pairs_each_multi_task_run_with_its_single_task_run(tmp_pat
                fake("weighting:equal", 0.05, 0, 0.30), fake("weighting:equal", 0.05, 1, 0.30)]
     table, curves = claims.scarce_table(results, "depth")
     assert curves["weighting:equal"][0.05] == pytest.approx((0.30, 0.0, 2))
+    mious = [dict(r, task="segmentation", metrics={"segmentation": {"miou": 1 - r["metrics"]["depth"]["abs_rel"]}})
+             for r in results]
+    seg_table, _ = claims.scarce_table(mious, "segmentation")  # mIoU 0.70 vs 0.60 and 0.80: -16.7 % and +12.5 %
+    assert "| weighting:equal, change vs single-task | – | – | – | -2.1 ± 20.6 % (n=2) |" in seg_table
     assert curves["single_task:depth"][1.0] is None
     # per seed: (0.30 - 0.40) / 0.40 = -25 %, (0.30 - 0.20) / 0.20 = +50 %: mean +12.5 %
     assert "| weighting:equal, change vs single-task | – | – | – | +12.5 ± 53.0 % (n=2) |" in table
@@ -135,8 +139,9 @@ def test_overfit_table_gives_the_train_validation_gap_per_arm():
     table = claims.overfit_table([fake("single_task:depth", 0, 0.10, 0.30), fake("single_task:depth", 1, 0.10, 0.20),
                                   fake("weighting:equal", 0, 0.20, 0.25)])
     row = next(line for line in table.splitlines() if line.startswith("| depth (abs_rel) | 100 |"))
-    assert "0.100 ± 0.000 / 0.250 ± 0.071 / -0.150 ± 0.071 (n=2)" in row
-    assert "0.200 ± 0.000 / 0.250 ± 0.000 / -0.050 ± 0.000 (n=1)" in row
+    # abs_rel is better lower: the gap is validation − train, positive when the model is better on its training scenes
+    assert "0.100 ± 0.000 / 0.250 ± 0.071 / 0.150 ± 0.071 (n=2)" in row
+    assert "0.200 ± 0.000 / 0.250 ± 0.000 / 0.050 ± 0.000 (n=1)" in row
 
 
 def test_mtlzoo_bench_claims_runs_from_the_cli(tmp_path, capsys):
@@ -192,4 +197,4 @@ def test_overfit_report_draws_the_gap_against_the_training_set_size(tmp_path):
     assert (tmp_path / "claims_overfitting.png").stat().st_size > 1000
     assert "(claims_overfitting.png)" in doc.read_text()
     finding = json.loads((tmp_path / "findings.json").read_text())["overfitting"]["finding"]
-    assert "depth abs_rel gap -0.200 single-task vs -0.200 multi-task (n=1)" in finding
+    assert "depth abs_rel gap +0.200 single-task vs +0.200 multi-task (n=1)" in finding

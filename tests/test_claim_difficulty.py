@@ -154,15 +154,15 @@ def test_report_table_delta_m_and_figure(tmp_path):
     # L̃ segmentation 1, .75, .5, .25 against depth 1: inequality 1, 4/3, 2, 4 (mean 2.083); Δm (seed 0 only):
     # miou +25 % better, abs_rel 20 % better: -22.5 %
     assert ("| weighting:equal | 2.083 ± 0.000 (n=2) | 4.000 ± 0.000 (n=2) | 0.250 ± 0.000 (n=2) | "
-            "1.000 ± 0.000 (n=2) | -22.50 ± 0.00 (n=1) | depth (2/2) |") in text
+            "1.000 ± 0.000 (n=2) | -22.50 ± 0.00 (n=1) | -22.50 ± 0.00 (n=1) | depth (2/2) |") in text
     assert ("| weighting:gradnorm | 1.625 ± 0.000 (n=1) | 1.500 ± 0.000 (n=1) | 0.500 ± 0.000 (n=1) | "
-            "0.750 ± 0.000 (n=1) | -22.50 ± 0.00 (n=1) | depth (1/1) |") in text
+            "0.750 ± 0.000 (n=1) | -22.50 ± 0.00 (n=1) | -22.50 ± 0.00 (n=1) | depth (1/1) |") in text
     assert "weighting:dwa" not in text and "(2 found)" in text
     assert "![relative training loss" in text and "](claims_difficulty_smoke.png)" in text
     assert (tmp_path / "claims_difficulty_smoke.png").stat().st_size > 1000
     assert "<!-- claims-difficulty_smoke:begin -->" in doc.read_text() and "| weighting:equal |" in doc.read_text()
     without = cd.difficulty_table(results)  # no single-task results: no Δm
-    assert "| 4.000 ± 0.000 (n=2) | 0.250 ± 0.000 (n=2) | 1.000 ± 0.000 (n=2) | – | depth (2/2) |" in without
+    assert "| 4.000 ± 0.000 (n=2) | 0.250 ± 0.000 (n=2) | 1.000 ± 0.000 (n=2) | – | – | depth (2/2) |" in without
 
 
 def test_report_without_results(tmp_path):

@@ -367,3 +367,14 @@ def test_train_metrics_false_logs_losses_only_and_keeps_validation_metrics(tmp_p
     assert mtlzoo.load(path)._train_metrics is False  # the compile setting survives a reload
     with pytest.raises(mtlzoo.recipe.RecipeError, match="train_metrics must be true or false"):
         mtlzoo.build("driving_perception_lite", **TINY_IMAGE, **{"training.train_metrics": "no"})
+
+
+def test_train_metrics_false_refuses_to_monitor_a_training_metric():
+    from mtlzoo.training import training_settings
+
+    recipe = mtlzoo.get_recipe("driving_perception_lite", **{"training.train_metrics": False,
+                                                              "training.monitor": "segmentation_miou"})
+    with pytest.raises(RecipeError, match="Monitor 'val_segmentation_miou'"):
+        training_settings(recipe)
+    ok = recipe.override(**{"training.monitor": "val_segmentation_miou"})
+    assert training_settings(ok)["monitor"] == "val_segmentation_miou"

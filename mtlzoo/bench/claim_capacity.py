@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 
-from mtlzoo.bench.claims_common import FORMAT, cell, figure_link, new_axes, spread
+from mtlzoo.bench.claims_common import FORMAT, NOISY_TASKS, cell, delta_m, figure_link, new_axes, spread
 
 CLAIM = "capacity"
 #: The single-task models of the four tasks and the multi-task model with equal weighting (methods configurations).
@@ -138,11 +138,12 @@ def summarize(rows) -> list:
         mine = [r for r in rows if r["width"] == width]
         single = {(r["arm"].split(":", 1)[1], r["seed"]): r for r in mine if r["arm"].startswith("single_task:")}
         multi = sorted((r for r in mine if r["arm"] == MULTI_TASK), key=lambda r: r["seed"])
-        deltas = {}
+        deltas, clean = {}, {}
         for r in multi:
             baselines = {t: single[(t, r["seed"])]["metrics"].get(t, {}) for t in r["metrics"]
                          if (t, r["seed"]) in single}
             deltas[r["seed"]] = delta_m_against(r["metrics"], r["higher_is_better"], baselines)[0]
+            clean[r["seed"]] = delta_m(r["metrics"], r["higher_is_better"], baselines, exclude=NOISY_TASKS)
         params_single = {t: next((r["params"] for (task, _), r in single.items() if task == t), None)
                          for t in TASK_METRIC}
         metrics = {}
@@ -156,6 +157,7 @@ def summarize(rows) -> list:
             "params_multi_task": multi[0]["params"] if multi else None,
             "params_single_task": (sum(params_single.values()) if all(params_single.values()) else None),
             "delta_m": spread(done), "delta_m_per_seed": deltas, "delta_m_below_0": sum(1 for d in done if d < 0),
+            "delta_m_without_detection": spread([d for d in clean.values() if d is not None]),
             "metrics": metrics,
         })
     return out
@@ -164,13 +166,13 @@ def summarize(rows) -> list:
 def markdown(summary, spec) -> str:
     """The two tables of the report: Δm and parameters per width, then each task's metric per width."""
     label = spec["label"]
-    lines = [f"| {label} | results | params: multi-task | params: 4 single-task | Δm % ↓ | Δm < 0 |",
-             "|---:|---|---:|---:|---:|---:|"]
+    lines = [f"| {label} | results | params: multi-task | params: 4 single-task | Δm % ↓ | Δm < 0 | "
+             "Δm without detection % ↓ |", "|---:|---|---:|---:|---:|---:|---:|"]
     for s in summary:
         params = [f"{p / 1e6:.3f}M" if p else "–" for p in (s["params_multi_task"], s["params_single_task"])]
         seeds = f"{s['delta_m_below_0']}/{s['delta_m'][2]}" if s["delta_m"] else "–"
         lines.append(f"| {s['width']:g} | {', '.join(s['sources'])} | {params[0]} | {params[1]} | "
-                     f"{cell(s['delta_m'], 2)} | {seeds} |")
+                     f"{cell(s['delta_m'], 2)} | {seeds} | {cell(s.get('delta_m_without_detection'), 2)} |")
     arrows = {"abs_rel": "↓"}
     lines += ["", f"| {label} | " + " | ".join(f"{t} {m} {arrows.get(m, '↑')}: single-task / multi-task"
                                                for t, m in TASK_METRIC.items()) + " |",
@@ -210,7 +212,9 @@ def report(results, opts) -> str:
     (`claims_capacity.png` under `opts["figures"]`, `_<budget>` added when not standard)."""
     budget = opts.get("budget", "standard")
     spec = widths(budget)
-    rows = [{**r, "source": "claim"} for r in results if r.get("claim") == CLAIM]
+    seeds = _seeds(opts)
+    rows = [{**r, "source": "claim"} for r in results if r.get("claim") == CLAIM
+            and (seeds is None or r.get("seed") in seeds)]  # the same seeds as the reference width's
     if not rows:
         return "No run has finished yet."
     reference = reference_results(opts)
@@ -234,13 +238,17 @@ def report(results, opts) -> str:
 def finding(results, opts=None) -> str | None:
     """One sentence for `mtlzoo diagnose`: Δm of the multi-task model per trunk width."""
     opts = dict(opts or {}, budget=(opts or {}).get("budget", "standard"))
-    rows = [{**r, "source": "claim"} for r in results if r.get("claim") == CLAIM]
+    seeds = _seeds(opts)
+    rows = [{**r, "source": "claim"} for r in results if r.get("claim") == CLAIM
+            and (seeds is None or r.get("seed") in seeds)]
     if not rows:
         return None
     spec = widths(opts["budget"])
     summary = summarize(rows + reference_results(opts))
     parts = [f"{spec['label']} {s['width']:g}: {s['delta_m'][0]:+.1f} ± {s['delta_m'][1]:.1f} % "
-             f"(n={s['delta_m'][2]}, {s['delta_m_below_0']} below 0)" for s in summary if s["delta_m"]]
+             f"(n={s['delta_m'][2]}, {s['delta_m_below_0']} below 0"
+             + (f"; without detection {c[0]:+.1f} ± {c[1]:.1f} %" if (c := s["delta_m_without_detection"]) else "")
+             + ")" for s in summary if s["delta_m"]]
     if not parts:
         return None
     return ("Δm of the multi-task model (equal weighting) against four single-task models of the same trunk width "

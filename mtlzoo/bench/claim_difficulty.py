@@ -37,7 +37,7 @@ import os
 import keras
 import numpy as np
 
-from mtlzoo.bench.claims_common import FORMAT, cell, figure_link, spread
+from mtlzoo.bench.claims_common import FORMAT, NOISY_TASKS, cell, delta_m, figure_link, spread
 
 CLAIM = "difficulty"
 ARMS = ("weighting:equal", "weighting:gradnorm", "weighting:dwa", "weighting:uncertainty")
@@ -208,7 +208,7 @@ def difficulty_table(results, methods_results=()) -> str:
 
     tasks = _tasks(results)
     header = ["arm", "rate inequality, mean ↓", "rate inequality, final ↓"] + [f"final L̃ {t}" for t in tasks] \
-        + ["Δm % ↓", "slowest task"]
+        + ["Δm % ↓", "Δm without detection % ↓", "slowest task"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 2) + "---|"]
     for arm in list(ARMS) + sorted({r["arm"] for r in results} - set(ARMS)):
         mine = [r for r in results if r["arm"] == arm]
@@ -217,11 +217,13 @@ def difficulty_table(results, methods_results=()) -> str:
         measures = [rate_inequality(r["curves"]) for r in mine]
         deltas = [delta_m_against(r["metrics"], r["higher_is_better"], baselines_of(methods_results, r["seed"]))[0]
                   if r.get("metrics") and r.get("higher_is_better") else None for r in mine]
+        clean = [delta_m(r["metrics"], r["higher_is_better"], baselines_of(methods_results, r["seed"]), NOISY_TASKS)
+                 if r.get("metrics") and r.get("higher_is_better") else None for r in mine]
         slowest = collections.Counter(m["slowest"] for m in measures if m["slowest"])
         top = max(slowest, key=lambda t: (slowest[t], -tasks.index(t) if t in tasks else 0)) if slowest else None
         cells = [arm, cell(spread([m["mean"] for m in measures])), cell(spread([m["final"] for m in measures]))]
         cells += [cell(spread([m["final_relative"].get(t) for m in measures])) for t in tasks]
-        cells += [cell(spread(deltas), 2), f"{top} ({slowest[top]}/{len(mine)})" if top else "–"]
+        cells += [cell(spread(deltas), 2), cell(spread(clean), 2), f"{top} ({slowest[top]}/{len(mine)})" if top else "–"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -42,6 +42,7 @@ from mtlzoo.bench import claims_findings
 from mtlzoo.bench.methods import parse_seeds
 from mtlzoo.bench.claims_common import BEGIN, END, FORMAT, MODELS_ROOT, write_section  # noqa: F401  (re-exported)
 from mtlzoo.bench.claims_common import fill as _fill
+from mtlzoo.bench.claims_common import fmt, relative_change
 from mtlzoo.bench.claims_common import spread as _spread
 from mtlzoo.bench.claims_common import validation_scenes as scarce_validation  # noqa: F401  (re-exported)
 
@@ -128,6 +129,11 @@ def run_scarce(arm, fraction, seed, budget, task, validation, models_root=MODELS
     return result
 
 
+def _higher(result, task, metric) -> bool:
+    """Whether `metric` of `task` is better when higher (from the result, else: every metric but errors)."""
+    return (result.get("higher_is_better") or {}).get(task, {}).get(metric, metric not in ("abs_rel", "abs_err"))
+
+
 def scarce_table(results, task) -> tuple:
     """(markdown table, {arm: {fraction: (mean, std, n)}}) of the scarce task's metric; MTL arms also as the change
     against the single-task model of the same seed and fraction."""
@@ -145,8 +151,8 @@ def scarce_table(results, task) -> tuple:
             s = _spread([r["metrics"][task][metric] for r in mine])
             curves.setdefault(arm, {})[fraction] = s
             cells.append("–" if s is None else f"{s[0]:.3f} ± {s[1]:.3f} (n={s[2]})")
-            rel = [100.0 * (r["metrics"][task][metric] - single[(r["seed"], fraction)]) / abs(single[(r["seed"], fraction)])
-                   for r in mine if (r["seed"], fraction) in single and single[(r["seed"], fraction)]]
+            rel = [relative_change(r["metrics"][task][metric], single[(r["seed"], fraction)], _higher(r, task, metric))
+                   for r in mine if (r["seed"], fraction) in single]
             c = _spread(rel)
             changes.append("–" if c is None else f"{c[0]:+.1f} ± {c[1]:.1f} % (n={c[2]})")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
@@ -209,12 +215,19 @@ def run_overfit(arm, n, seed, budget, validation, models_root=MODELS_ROOT) -> di
     return result
 
 
+def overfit_gap(result, task, metric) -> float:
+    """How much better `metric` is on the training scenes than on the validation scenes (positive: it overfits),
+    whichever way the metric points: train − validation for mIoU and mAP, validation − train for abs rel."""
+    train, val = result["metrics_train"][task][metric], result["metrics"][task][metric]
+    return train - val if _higher(result, task, metric) else val - train
+
+
 def overfit_table(results) -> str:
-    """Markdown: per task and training-set size, the training and validation metric and their gap, single-task
-    against multi-task (mean ± std over seeds)."""
+    """Markdown: per task and training-set size, the training and validation metric and their gap (`overfit_gap`:
+    positive = better on the training scenes), single-task against multi-task (mean ± std over seeds)."""
     rows = [r for r in results if r.get("claim") == "overfitting"]
-    lines = ["| task (metric) | scenes | single-task: train / validation / gap | multi-task (equal): train / "
-             "validation / gap |", "|---|---:|---|---|"]
+    lines = ["| task (metric) | scenes | single-task: train / validation / gap ↓ | multi-task (equal): train / "
+             "validation / gap ↓ |", "|---|---:|---|---|"]
     for task, metric in OVERFIT_METRIC.items():
         for n in OVERFIT_SIZES:
             cells = []
@@ -222,7 +235,7 @@ def overfit_table(results) -> str:
                 mine = [r for r in rows if r["arm"] == arm and r["num_train"] == n and task in r["metrics"]]
                 train = _spread([r["metrics_train"][task][metric] for r in mine])
                 val = _spread([r["metrics"][task][metric] for r in mine])
-                gap = _spread([r["metrics_train"][task][metric] - r["metrics"][task][metric] for r in mine])
+                gap = _spread([overfit_gap(r, task, metric) for r in mine])
                 cells.append(" / ".join("–" if s is None else f"{s[0]:.3f} ± {s[1]:.3f}" for s in (train, val, gap))
                              + (f" (n={gap[2]})" if gap else ""))
             lines.append(f"| {task} ({metric}) | {n} | " + " | ".join(cells) + " |")
@@ -339,7 +352,7 @@ def _run_scarce(opts) -> dict:
         _, arm, fraction, seed = run
         result = run_scarce(arm, fraction, seed, budget, task, validation)
         return result, (f"{arm} {task} labelled {100 * fraction:g}% seed {seed}: "
-                        f"{metric} {result['metrics'][task][metric]:.4f}")
+                        f"{metric} {fmt(result['metrics'][task][metric], 4)}")
 
     seeds = parse_seeds(opts["seeds"])
     results = _fill(opts, "scarce_labels", scarce_runs(seeds, task), train_one)
@@ -350,8 +363,8 @@ def _run_scarce(opts) -> dict:
     text = table + (f"\n\n![{task} with scarce labels]({os.path.relpath(figure, os.path.dirname(opts['doc']) or '.')})"
                     if drawn else "")
     write_section(opts["doc"], f"scarce_labels-{task}{suffix}", text)
-    claims_findings.record(opts, "scarce_labels", claims_findings.scarce_labels(
-        results, task, metric, SCARCE_FRACTIONS), results)
+    claims_findings.record(opts, f"scarce_labels-{task}", claims_findings.scarce_labels(
+        results, task, metric, SCARCE_FRACTIONS), [r for r in results if r.get("task") == task])
     from mtlzoo.bench import claim_unequal
 
     methods_results = opts.get("methods_results") or claim_unequal.METHODS_RESULTS
@@ -359,9 +372,10 @@ def _run_scarce(opts) -> dict:
     figure = os.path.join(opts["figures"], f"claims_unequal_{task}{suffix}.png")
     if claim_unequal.plot(results, task, figure, methods_results=methods_results, budget=budget):
         unequal += f"\n\n![change of every task with {task} scarce]({os.path.relpath(figure, os.path.dirname(opts['doc']) or '.')})"
-    write_section(opts["doc"], f"unequal_data{suffix}", unequal)
-    claims_findings.record(opts, "unequal_data", claim_unequal.finding(results, task, methods_results=methods_results,
-                                                                       budget=budget), results)
+    write_section(opts["doc"], f"unequal_data-{task}{suffix}", unequal)
+    claims_findings.record(opts, f"unequal_data-{task}", claim_unequal.finding(
+        results, task, methods_results=methods_results, budget=budget),
+        [r for r in results if r.get("task") == task and r.get("fraction") == claim_unequal.FRACTION])
     print(table)
     return {"results": results, "table": table, "curves": curves}
 
@@ -379,10 +393,10 @@ def _run_overfit(opts) -> dict:
     suffix = "" if opts["budget"] == "standard" else f"_{opts['budget']}"
     figure = os.path.join(opts["figures"], f"claims_overfitting{suffix}.png")
     table = overfit_table(results)
-    if plot_overfit(results, OVERFIT_METRIC, OVERFIT_SIZES, figure):
+    if plot_overfit(results, OVERFIT_METRIC, OVERFIT_SIZES, figure, overfit_gap):
         table += "\n\n" + figure_link(opts, figure, "train minus validation metric against the training-set size")
     write_section(opts["doc"], "overfitting" + suffix, table)
-    claims_findings.record(opts, "overfitting", claims_findings.overfitting(results, OVERFIT_METRIC, OVERFIT_SIZES),
+    claims_findings.record(opts, "overfitting", claims_findings.overfitting(results, OVERFIT_METRIC, OVERFIT_SIZES, overfit_gap),
                            results)
     print(table)
     return {"results": results, "table": table}

@@ -18,7 +18,7 @@ import json
 import os
 import time
 
-from mtlzoo.bench.claims_common import spread
+from mtlzoo.bench.claims_common import relative_change, spread
 
 PACKAGE_FINDINGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "diagnostics", "findings.json")
 DEFAULT_DOC = os.path.join("docs", "when-mtl-helps.md")
@@ -81,32 +81,35 @@ def scarce_labels(results, task, metric, fractions) -> str | None:
     single = {(r["seed"], r["fraction"]): r["metrics"][task][metric] for r in rows if r["arm"].startswith("single")}
     arms = sorted({r["arm"] for r in rows if not r["arm"].startswith("single")})
     parts = []
+    sense = "lower" if metric in ("abs_rel", "abs_err", "mae", "rmse") else "higher"
     for arm in arms:
         cells = []
         for f in fractions:
-            changes = [100.0 * (r["metrics"][task][metric] - single[(r["seed"], f)]) / abs(single[(r["seed"], f)])
+            changes = [relative_change(r["metrics"][task][metric], single[(r["seed"], f)],
+                                       (r.get("higher_is_better") or {}).get(task, {}).get(metric, sense == "higher"))
                        for r in rows if r["arm"] == arm and r["fraction"] == f and (r["seed"], f) in single]
             cells.append(f"{100 * f:g}% labelled {_pct(spread(changes))}")
         parts.append(f"{arm}: " + ", ".join(cells))
     if not parts:
         return None
-    sense = "lower" if metric in ("abs_rel", "abs_err", "mae", "rmse") else "higher"
-    return (f"{task} {metric} ({sense} is better) of the multi-task model against the single-task model trained on the "
-            f"same labelled scenes: " + "; ".join(parts) + ".")
+    return (f"{task} {metric} of the multi-task model against the single-task model trained on the same labelled "
+            f"scenes (change %, negative = better): " + "; ".join(parts) + ".")
 
 
-def overfitting(results, metrics, sizes) -> str | None:
-    """Train minus validation gap of single-task against multi-task models at the smallest training set."""
+def overfitting(results, metrics, sizes, gap) -> str | None:
+    """Generalisation gap (`gap(result, task, metric)`, positive = better on the training scenes) of single-task
+    against multi-task models at the smallest training set."""
     n = min(sizes)
     parts = []
     for task, metric in metrics.items():
         gaps = {}
         for arm in (f"single_task:{task}", "weighting:equal"):
-            gaps[arm] = spread([r["metrics_train"][task][metric] - r["metrics"][task][metric] for r in results
+            gaps[arm] = spread([gap(r, task, metric) for r in results
                                 if r["arm"] == arm and r["num_train"] == n and task in r.get("metrics", {})])
         if all(gaps.values()):
             parts.append(f"{task} {metric} gap {gaps[f'single_task:{task}'][0]:+.3f} single-task vs "
                          f"{gaps['weighting:equal'][0]:+.3f} multi-task (n={gaps['weighting:equal'][2]})")
     if not parts:
         return None
-    return f"Train minus validation metric on {n} training scenes, same steps: " + "; ".join(parts) + "."
+    return (f"Gap between training and validation metric on {n} training scenes, same steps (positive = better on "
+            "the training scenes): " + "; ".join(parts) + ".")

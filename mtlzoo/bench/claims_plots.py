@@ -3,7 +3,8 @@
 Example:
 ```python
 from mtlzoo.bench.claims_plots import plot_overfit
-plot_overfit(results, {"depth": "abs_rel"}, (100, 300, 1000), "/tmp/overfit.png")
+from mtlzoo.bench.claims import overfit_gap
+plot_overfit(results, {"depth": "abs_rel"}, (100, 300, 1000), "/tmp/overfit.png", overfit_gap)
 ```
 """
 
@@ -12,9 +13,9 @@ from __future__ import annotations
 from mtlzoo.bench.claims_common import new_axes, spread
 
 
-def plot_overfit(results, metrics, sizes, path) -> bool:
-    """Train minus validation metric (mean ± std over seeds) against the training-set size, one panel per task,
-    single-task against multi-task; False (no file) when there is nothing to draw."""
+def plot_overfit(results, metrics, sizes, path, gap) -> bool:
+    """The generalisation gap (`gap(result, task, metric)`, mean ± std over seeds) against the training-set size,
+    one panel per task, single-task against multi-task; False (no file) when there is nothing to draw."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -28,7 +29,7 @@ def plot_overfit(results, metrics, sizes, path) -> bool:
         for arm, color in ((f"single_task:{task}", "tab:gray"), ("weighting:equal", "tab:blue")):
             points = []
             for n in sizes:
-                s = spread([r["metrics_train"][task][metric] - r["metrics"][task][metric] for r in results
+                s = spread([gap(r, task, metric) for r in results
                             if r.get("arm") == arm and r.get("num_train") == n and task in r.get("metrics", {})
                             and task in r.get("metrics_train", {})])
                 if s:
@@ -41,7 +42,7 @@ def plot_overfit(results, metrics, sizes, path) -> bool:
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("training scenes")
-        ax.set_title(f"{task} {metric}: train − validation", fontsize=9)
+        ax.set_title(f"{task} {metric}: gap, train better than validation", fontsize=9)
         ax.grid(alpha=0.3)
     if not drawn:
         return False

@@ -86,20 +86,30 @@ def _data(recipe):
     tasks = list(getattr(recipe, "tasks", None) or [])
     fractions = {t: float((data.get("label_fractions") or {}).get(t, 1.0)) for t in tasks}
     found = []
-    scarce = [t for t, f in fractions.items() if f <= SCARCE_FRACTION]
+    scarce = sorted((t for t, f in fractions.items() if f <= SCARCE_FRACTION), key=fractions.get)
     if scarce:
         found.append(("scarce_labels", ", ".join(f"{t} is labelled on {100 * fractions[t]:g}% of the examples"
-                                                 for t in scarce) + "."))
-    positive = [f for f in fractions.values() if f > 0]
-    if len(positive) >= 2 and max(positive) / min(positive) >= UNEQUAL_DATA:
-        found.append(("unequal_data", f"the tasks' labelled fractions differ {max(positive) / min(positive):.0f}x."))
+                                                 for t in scarce) + ".", scarce[0]))
+    positive = {t: f for t, f in fractions.items() if f > 0}
+    if len(positive) >= 2 and max(positive.values()) / min(positive.values()) >= UNEQUAL_DATA:
+        ratio = max(positive.values()) / min(positive.values())
+        found.append(("unequal_data", f"the tasks' labelled fractions differ {ratio:.0f}x.", min(positive, key=positive.get)))
     n = data.get("num_examples")
     if isinstance(n, int) and n <= SMALL_DATA:
-        found.append(("overfitting", f"the training set has {n} examples."))
+        found.append(("overfitting", f"the training set has {n} examples.", None))
     alpha = (getattr(recipe, "backbone_args", None) or {}).get("alpha")
     if isinstance(alpha, (int, float)) and alpha < 1.0:
-        found.append(("capacity", f"the trunk is {getattr(recipe, 'backbone', 'the backbone')} at width {alpha:g}."))
+        found.append(("capacity", f"the trunk is {getattr(recipe, 'backbone', 'the backbone')} at width {alpha:g}.",
+                      None))
     return found
+
+
+def _entry(measured, claim, task):
+    """The finding of `claim` (per-task claims are recorded as `claim-task`: this task's, else another task's)."""
+    if claim in measured:
+        return measured[claim]
+    keyed = sorted(k for k in measured if k.startswith(claim + "-"))
+    return measured.get(f"{claim}-{task}") or (measured[keyed[0]] if keyed else None)
 
 
 def situations(report, recipe=None, findings=FINDINGS) -> list:
@@ -117,17 +127,16 @@ def situations(report, recipe=None, findings=FINDINGS) -> list:
     found = []
     intruder = _intruder(report)
     if intruder:
-        found.append(("intruder", intruder))
+        found.append(("intruder", intruder, None))
     rates = _rates(report)
     if rates:
-        found.append(("difficulty", rates))
+        found.append(("difficulty", rates, None))
     if recipe is not None:
         found += _data(recipe)
     measured = _findings(findings)
-    fallback = {"unequal_data": "scarce_labels"}  # the scarce-label runs at 10% are the unequal-data experiment
     out = []
-    for claim, evidence in found:
-        entry = measured.get(claim) or measured.get(fallback.get(claim, ""))
+    for claim, evidence, task in found:
+        entry = _entry(measured, claim, task)
         text = (f"{entry['finding']} (seeds {', '.join(map(str, entry['seeds']))}; {entry['section']})" if entry
                 else f"not measured yet (docs/when-mtl-helps.md, claim {claim}).")
         out.append({"claim": claim, "evidence": evidence, "measured": text})

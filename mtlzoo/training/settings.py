@@ -82,6 +82,11 @@ def training_settings(recipe, epochs=None, steps_per_epoch=None) -> dict:
     out["check_batches"] = _positive_int(out["check_batches"], f"{where}.check_batches", minimum=0)
     if not isinstance(out["train_metrics"], bool):
         raise RecipeError(f"{where}.train_metrics must be true or false, got {out['train_metrics']!r}.")
+    monitor = out["monitor"]
+    if out["train_metrics"] is False and isinstance(monitor, str) and not monitor.startswith("val_") \
+            and not monitor.endswith("loss"):
+        raise RecipeError(f"{where}.monitor is {monitor!r}, a training metric, but train_metrics is false: the training "
+                          f"logs hold only the losses. Monitor 'val_{monitor}' or a loss, or set train_metrics: true.")
     return out
 
 
