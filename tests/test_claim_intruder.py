@@ -126,3 +126,14 @@ def test_delta_m_without_detection_leaves_the_noisy_task_out():
     dm, clean, per_task = ci._delta(result, reference)
     assert clean == pytest.approx(10.0) and dm == pytest.approx((10.0 + 90.0) / 2)
     assert per_task["detection"] == pytest.approx(90.0)
+
+
+def test_each_method_is_also_compared_with_itself_without_the_intruder(tmp_path):
+    results = [_fake("without", 0, 0.40, 0.20), _fake("without:aligned_mtl", 0, 0.50, 0.20),
+               _fake("intruder:aligned_mtl", 0, 0.45, 0.20)]
+    text = ci.report(results, {"figures": str(tmp_path), "doc": str(tmp_path / "when.md"), "budget": "standard"})
+    row = next(line for line in text.splitlines() if line.startswith("| intruder:aligned_mtl |"))
+    # against equal weighting without the intruder: mIoU 0.45 vs 0.40, 12.5 % better (Δm -6.25); against Aligned-MTL
+    # without it: 0.45 vs 0.50, 10 % worse (Δm +5)
+    assert row.startswith("| intruder:aligned_mtl | -6.25 ± 0.00 % (n=1) |") and row.endswith("| +5.00 ± 0.00 % (n=1) |")
+    assert ci.runs([0])[-1] == ("without-aligned_mtl__seed0", "without:aligned_mtl", 0)

@@ -11,7 +11,9 @@ methods benchmark's budget, seeds and validation scenes:
 - `intruder:equal` — the five tasks with equal weighting; `GradientConflictMonitor` and `TaskAffinity` run during its
   training on training batches and are asked which task is the odd one out;
 - `intruder:aligned_mtl` — the five tasks with Aligned-MTL, the best gradient method of the methods table at seed 0;
-- `intruder:branched` — the intruder on a trunk branch of its own from stage 2 (`sharing: branched`).
+- `intruder:branched` — the intruder on a trunk branch of its own from stage 2 (`sharing: branched`);
+- `without:aligned_mtl` — the four tasks with Aligned-MTL (the methods benchmark's result, reused when it exists): so
+  that the intruder's own effect under Aligned-MTL is told apart from what Aligned-MTL does anyway.
 
 The report gives, per arm, Δm of the four original tasks against `without` of the same seed (positive: the intruder
 hurts them), and per seed whether each diagnostic singled the intruder out: lowest mean gradient cosine with the
@@ -50,7 +52,12 @@ ARMS = {
     "intruder:aligned_mtl": ("aggregator:aligned_mtl", True, {}),
     "intruder:branched": ("weighting:equal", True,
                           {"sharing": "branched", "sharing_args": {"groups": [list(ORIGINAL), [TASK]]}}),
+    "without:aligned_mtl": ("aggregator:aligned_mtl", False, {}),
 }
+#: Each arm with the intruder against the same training without it (the intruder's own effect), besides `without`
+#: (equal weighting, the plain model every remedy is measured against).
+SAME_WITHOUT = {"intruder:equal": "without", "intruder:aligned_mtl": "without:aligned_mtl",
+                "intruder:branched": "without"}
 #: Where the methods benchmark keeps its results (the `without` arm is its `weighting:equal`).
 METHODS_RESULTS = os.path.join("docs", "results", "methods")
 #: Diagnostics of the `intruder:equal` arm: measured every `DIAGNOSE_EVERY` epochs on training batches.
@@ -67,9 +74,9 @@ def _command(seed, budget) -> str:
         f" --budget {budget}" if budget != "standard" else "")
 
 
-def _reused(seed, budget, methods_results):
-    """The methods benchmark's `weighting:equal` result of this seed and budget, or None."""
-    path = os.path.join(methods_results, budget, f"weighting-equal__seed{seed}.json")
+def _reused(seed, budget, methods_results, name="weighting:equal"):
+    """The methods benchmark's result of configuration `name` at this seed and budget, or None."""
+    path = os.path.join(methods_results, budget, f"{name.replace(':', '-')}__seed{seed}.json")
     if not os.path.exists(path):
         return None
     result = json.load(open(path))
@@ -83,9 +90,10 @@ def train_one(run, validation, budget, models_root, methods_results=METHODS_RESU
 
     _, arm, seed = run
     name, with_intruder, extra = ARMS[arm]
-    reused = _reused(seed, budget, methods_results) if not with_intruder else None
+    reused = _reused(seed, budget, methods_results, name) if not with_intruder else None
     if reused is not None:
-        result = dict(reused, reused_from=os.path.join(methods_results, budget, f"weighting-equal__seed{seed}.json"))
+        result = dict(reused, reused_from=os.path.join(methods_results, budget,
+                                                       f"{name.replace(':', '-')}__seed{seed}.json"))
     else:
         overrides = {f"tasks.{TASK}": dict(INTRUDER_HEAD)} if with_intruder else {}
         opts = methods.options({"budget": budget, "overrides": overrides,
@@ -171,9 +179,10 @@ def report(results, opts) -> str:
         return "No run has finished yet."
     without = {r["seed"]: r for r in rows if r["arm"] == "without"}
     lines = ["| arm | Δm of the four original tasks vs without ↓ | Δm without detection ↓ | " + " | ".join(
-        f"{t} Δ % ↓" for t in ORIGINAL) + " | intruder mAP (chance ≈ 0.5) | seeds |",
-        "|---|---:|---:|" + "---:|" * len(ORIGINAL) + "---:|---|"]
+        f"{t} Δ % ↓" for t in ORIGINAL) + " | intruder mAP (chance ≈ 0.5) | seeds | Δm without detection vs the same "
+        "training without the intruder ↓ |", "|---|---:|---:|" + "---:|" * len(ORIGINAL) + "---:|---|---:|"]
     bars = {}
+    by_arm = {a: {r["seed"]: r for r in rows if r["arm"] == a} for a in ARMS}
     for arm in ARMS:
         mine = [r for r in rows if r["arm"] == arm]
         deltas, clean, per = [], [], {t: [] for t in ORIGINAL}
@@ -185,6 +194,8 @@ def report(results, opts) -> str:
                 for t in ORIGINAL:
                     per[t].append(per_task.get(t))
         s, c = spread(deltas), spread(clean)
+        same = by_arm.get(SAME_WITHOUT.get(arm, ""), {})
+        own = spread([_delta(r, same[r["seed"]])[1] for r in mine if r["seed"] in same])
         bars[arm] = c
         intruder = spread([r["metrics"].get(TASK, {}).get("map") for r in mine])
         lines.append(f"| {arm} | " + " | ".join("reference" if arm == "without" else
@@ -192,7 +203,8 @@ def report(results, opts) -> str:
                                                 for v in (s, c)) + " | "
                      + " | ".join("–" if arm == "without" or spread(per[t]) is None
                                   else f"{spread(per[t])[0]:+.1f} ± {spread(per[t])[1]:.1f}" for t in ORIGINAL)
-                     + f" | {cell(intruder)} | {', '.join(str(r['seed']) for r in sorted(mine, key=lambda r: r['seed']))} |")
+                     + f" | {cell(intruder)} | {', '.join(str(r['seed']) for r in sorted(mine, key=lambda r: r['seed']))}"
+                     + f" | {'–' if own is None else f'{own[0]:+.2f} ± {own[1]:.2f} % (n={own[2]})'} |")
     diag = ["", "| seed | lowest mean gradient cosine with the others | lowest mean affinity towards the others |",
             "|---:|---|---|"]
     for r in sorted((r for r in rows if r["arm"] == "intruder:equal"), key=lambda r: r["seed"]):
@@ -208,13 +220,14 @@ def report(results, opts) -> str:
 def _plot(bars, opts):
     from mtlzoo.fileio import atomic_savefig
 
-    points = [(arm, s) for arm, s in bars.items() if arm != "without" and s is not None]
+    points = [(arm, s) for arm, s in bars.items() if arm not in ("without",) and s is not None]
     if not points:
         return None
     fig, ax = new_axes(5.5, 3.2)
     ax.bar(range(len(points)), [s[0] for _, s in points], yerr=[s[1] for _, s in points], capsize=4,
            color=["tab:red" if s[0] > 0 else "tab:green" for _, s in points])
-    ax.set_xticks(range(len(points)), [arm.replace("intruder:", "with intruder,\n") for arm, _ in points],
+    ax.set_xticks(range(len(points)), [arm.replace("intruder:", "with intruder,\n").replace(
+        "without:", "no intruder,\n") for arm, _ in points],
                   fontsize=8)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel("Δm without detection vs without (%) ↓")
