@@ -35,6 +35,7 @@ def test_wheel_installed_elsewhere_builds_driving_perception(tmp_path):
     shipped = [p for p in (ROOT / "saved_models").glob("*/*") if p.suffix in (".keras", ".tflite", ".json", ".md")]
     for path in shipped:
         assert f"mtlzoo/zoo_models/{path.parent.name}/{path.name}" in names
+    assert "mtlzoo/diagnostics/findings.json" in names  # `mtlzoo diagnose` quotes the claims' measured findings
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)
@@ -42,11 +43,13 @@ def test_wheel_installed_elsewhere_builds_driving_perception(tmp_path):
     elsewhere.mkdir()
     code = ("import mtlzoo; assert mtlzoo.__file__.startswith(%r), mtlzoo.__file__; "
             "m = mtlzoo.build('driving_perception', compile=False); print(sorted(m.output_names)); "
-            "print('zoo', mtlzoo.zoo.root(), mtlzoo.zoo.list_models())") % str(target)
+            "print('zoo', mtlzoo.zoo.root(), mtlzoo.zoo.list_models()); "
+            "from mtlzoo.bench.claims_findings import load; print('findings', sorted(load()))") % str(target)
     env = {**os.environ, "PYTHONPATH": str(target), "TF_CPP_MIN_LOG_LEVEL": "2"}
     out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "['depth', 'detection', 'scene', 'segmentation']" in out.stdout
+    assert "relatedness" in next(line for line in out.stdout.splitlines() if line.startswith("findings "))
     zoo_line = next(line for line in out.stdout.splitlines() if line.startswith("zoo "))
     assert str(target) in zoo_line  # shipped models are read from the installed package
     for name in {p.parent.name for p in shipped}:
