@@ -302,12 +302,23 @@ def report(results, opts) -> str:
 
 def finding(results, opts=None) -> str | None:
     """One sentence for `mtlzoo diagnose`: the rate inequality per arm and the slowest task under equal weighting."""
+    from mtlzoo.bench import methods
+    from mtlzoo.bench.methods_table import baselines_of
+
+    opts = opts or {}
+    folder = os.path.join(opts.get("methods_results") or os.path.join("docs", "results", "methods"),
+                          opts.get("budget", "standard"))
+    single = [r for r in methods.load_results(folder) if r.get("kind") == "single_task"] if os.path.isdir(folder) else []
     parts, slow = [], collections.Counter()
     for arm in ARMS:
-        measures = [rate_inequality(r["curves"]) for r in results if r.get("arm") == arm and r.get("curves")]
+        mine = [r for r in results if r.get("arm") == arm and r.get("curves")]
+        measures = [rate_inequality(r["curves"]) for r in mine]
         s = spread([m["mean"] for m in measures])
+        dm = spread([delta_m(r["metrics"], r["higher_is_better"], baselines_of(single, r["seed"]), NOISY_TASKS)
+                     for r in mine if r.get("metrics") and r.get("higher_is_better")])
         if s:
-            parts.append(f"{arm.split(':', 1)[1]} {s[0]:.2f} ± {s[1]:.2f} (n={s[2]})")
+            parts.append(f"{arm.split(':', 1)[1]} {s[0]:.2f} ± {s[1]:.2f} (n={s[2]}"
+                         + (f"; Δm without detection {dm[0]:+.1f} ± {dm[1]:.1f} %" if dm else "") + ")")
         if arm == "weighting:equal":
             slow.update(m["slowest"] for m in measures if m["slowest"])
     if not parts:
