@@ -115,6 +115,8 @@ def test_summary_and_table_over_seeds():
     assert pcgrad["vs_reference"] == pytest.approx(1.5)
     table = methods.markdown_table(rows).splitlines()
     assert table[0].startswith("| configuration | seeds | Δm % ↓ | Δm < 0 | train ms/step | × equal | params")
+    assert table[0].endswith("| Δm % without detection ↓ |")
+    assert table[-1].endswith("| 0.00 ± 7.07 |")  # no detection in these results: the same Δm
     assert len(table) == 2 + len(order)
     assert table[-1].startswith("| aggregator:pcgrad | 2 | 0.00 ± 7.07 | 1/2 | 150 ± 14 | 1.50 | 2.00M | 0.475 ± 0.106")
     assert table[2].startswith("| single_task:seg | 2 | – | – |")
