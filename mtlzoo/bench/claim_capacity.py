@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import os
 
+from mtlzoo.bench import claims_common
 from mtlzoo.bench.claims_common import FORMAT, NOISY_TASKS, cell, delta_m, figure_link, new_axes, spread
 
 CLAIM = "capacity"
 #: The single-task models of the four tasks and the multi-task model with equal weighting (methods configurations).
-TASK_METRIC = {"segmentation": "miou", "depth": "abs_rel", "detection": "map50", "scene": "map"}
+TASK_METRIC = claims_common.TASK_METRIC
 ARMS = tuple(f"single_task:{task}" for task in TASK_METRIC) + ("weighting:equal",)
 MULTI_TASK = "weighting:equal"
 #: Per budget: the recipe override that sets the trunk width (`label` names it in file stems and tables), the

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import os
 
-from mtlzoo.bench.claims_common import relative_change, spread
+from mtlzoo.bench.claims_common import NOISY_TASKS, TASK_METRIC, higher_is_better, relative_change, spread
 
 CLAIM = "unequal_data"
 FRACTION = 0.10
 #: Detection is trained but not tabulated: its mAP@0.5 at this budget is 0.001-0.015 (methods table), so relative
 #: changes of it are noise (hundreds of percent either way).
-METRIC = {"segmentation": "miou", "depth": "abs_rel", "scene": "map"}
+METRIC = {t: m for t, m in TASK_METRIC.items() if t not in NOISY_TASKS}
 METHODS_RESULTS = os.path.join("docs", "results", "methods")
 
 
@@ -41,7 +41,7 @@ def _changes(results, task, fraction, methods_results, budget):
         for t, metric in METRIC.items():
             value = r["metrics"].get(t, {}).get(metric)
             ref = base.get(t, {}).get(metric)
-            higher = (r.get("higher_is_better") or {}).get(t, {}).get(metric, metric != "abs_rel")
+            higher = higher_is_better(r, t, metric)
             if r["arm"].startswith("single_task") and t != task:
                 continue
             out.setdefault(r["arm"], {}).setdefault(t, []).append(relative_change(value, ref, higher))

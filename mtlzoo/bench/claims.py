@@ -42,7 +42,7 @@ from mtlzoo.bench import claims_findings
 from mtlzoo.bench.methods import parse_seeds
 from mtlzoo.bench.claims_common import BEGIN, END, FORMAT, MODELS_ROOT, write_section  # noqa: F401  (re-exported)
 from mtlzoo.bench.claims_common import fill as _fill
-from mtlzoo.bench.claims_common import fmt, relative_change
+from mtlzoo.bench.claims_common import TASK_METRIC, fmt, higher_is_better, relative_change
 from mtlzoo.bench.claims_common import spread as _spread
 from mtlzoo.bench.claims_common import validation_scenes as scarce_validation  # noqa: F401  (re-exported)
 
@@ -61,7 +61,7 @@ RELATEDNESS_ARMS = {
 SCARCE_FRACTIONS = (1.0, 0.25, 0.10, 0.05)
 SCARCE_ARMS = ("single_task:{task}", "weighting:equal", "aggregator:aligned_mtl")
 #: The metric reported per scarce task (lower is better for depth's abs_rel).
-SCARCE_METRIC = {"depth": "abs_rel", "segmentation": "miou", "detection": "map50", "scene": "map"}
+SCARCE_METRIC = TASK_METRIC
 #: Claim `overfitting`: training-set sizes (scenes), arms, and the metric per task (detection's mAP@0.5 is near 0 at
 #: this budget, see the methods table, so it is trained but not tabulated).
 OVERFIT_SIZES = (100, 300, 1000)
@@ -129,11 +129,6 @@ def run_scarce(arm, fraction, seed, budget, task, validation, models_root=MODELS
     return result
 
 
-def _higher(result, task, metric) -> bool:
-    """Whether `metric` of `task` is better when higher (from the result, else: every metric but errors)."""
-    return (result.get("higher_is_better") or {}).get(task, {}).get(metric, metric not in ("abs_rel", "abs_err"))
-
-
 def scarce_table(results, task) -> tuple:
     """(markdown table, {arm: {fraction: (mean, std, n)}}) of the scarce task's metric; MTL arms also as the change
     against the single-task model of the same seed and fraction."""
@@ -151,7 +146,7 @@ def scarce_table(results, task) -> tuple:
             s = _spread([r["metrics"][task][metric] for r in mine])
             curves.setdefault(arm, {})[fraction] = s
             cells.append("–" if s is None else f"{s[0]:.3f} ± {s[1]:.3f} (n={s[2]})")
-            rel = [relative_change(r["metrics"][task][metric], single[(r["seed"], fraction)], _higher(r, task, metric))
+            rel = [relative_change(r["metrics"][task][metric], single[(r["seed"], fraction)], higher_is_better(r, task, metric))
                    for r in mine if (r["seed"], fraction) in single]
             c = _spread(rel)
             changes.append("–" if c is None else f"{c[0]:+.1f} ± {c[1]:.1f} % (n={c[2]})")
@@ -219,7 +214,7 @@ def overfit_gap(result, task, metric) -> float:
     """How much better `metric` is on the training scenes than on the validation scenes (positive: it overfits),
     whichever way the metric points: train − validation for mIoU and mAP, validation − train for abs rel."""
     train, val = result["metrics_train"][task][metric], result["metrics"][task][metric]
-    return train - val if _higher(result, task, metric) else val - train
+    return train - val if higher_is_better(result, task, metric) else val - train
 
 
 def overfit_table(results) -> str:

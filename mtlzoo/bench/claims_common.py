@@ -24,6 +24,8 @@ import json
 import os
 import statistics
 
+from mtlzoo.bench.methods_table import NOISY_TASKS  # noqa: F401  (re-exported: the claims' "Δm without detection")
+
 FORMAT = "mtlzoo-bench-claims/1"
 BEGIN, END = "<!-- claims-{}:begin -->", "<!-- claims-{}:end -->"
 #: Where claims keep the single-task models they train: apart from the methods benchmark's (which `_init`
@@ -57,9 +59,15 @@ def fmt(value, digits=3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
 
 
-#: Tasks left out of the claims' "Δm without detection": detection's mAP@0.5 at the methods budget is 0.001-0.015,
-#: so its relative changes (often ±100 %) outweigh the seven other metrics of Δm.
-NOISY_TASKS = ("detection",)
+#: One metric per synthetic_driving task, the one the claims tabulate.
+TASK_METRIC = {"segmentation": "miou", "depth": "abs_rel", "detection": "map50", "scene": "map"}
+#: Metrics that are better when lower (when a result does not say, `higher_is_better` falls back on this).
+LOWER_IS_BETTER = ("abs_rel", "abs_err", "mae", "rmse")
+
+
+def higher_is_better(result, task, metric) -> bool:
+    """Whether `metric` of `task` is better higher: from the result's `higher_is_better`, else `LOWER_IS_BETTER`."""
+    return (result.get("higher_is_better") or {}).get(task, {}).get(metric, metric not in LOWER_IS_BETTER)
 
 
 def delta_m(metrics, higher_is_better, baselines, exclude=()) -> float | None:

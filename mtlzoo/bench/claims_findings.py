@@ -18,7 +18,7 @@ import json
 import os
 import time
 
-from mtlzoo.bench.claims_common import relative_change, spread
+from mtlzoo.bench.claims_common import higher_is_better, relative_change, spread
 
 PACKAGE_FINDINGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "diagnostics", "findings.json")
 DEFAULT_DOC = os.path.join("docs", "when-mtl-helps.md")
@@ -81,12 +81,11 @@ def scarce_labels(results, task, metric, fractions) -> str | None:
     single = {(r["seed"], r["fraction"]): r["metrics"][task][metric] for r in rows if r["arm"].startswith("single")}
     arms = sorted({r["arm"] for r in rows if not r["arm"].startswith("single")})
     parts = []
-    sense = "lower" if metric in ("abs_rel", "abs_err", "mae", "rmse") else "higher"
     for arm in arms:
         cells = []
         for f in fractions:
             changes = [relative_change(r["metrics"][task][metric], single[(r["seed"], f)],
-                                       (r.get("higher_is_better") or {}).get(task, {}).get(metric, sense == "higher"))
+                                       higher_is_better(r, task, metric))
                        for r in rows if r["arm"] == arm and r["fraction"] == f and (r["seed"], f) in single]
             cells.append(f"{100 * f:g}% labelled {_pct(spread(changes))}")
         parts.append(f"{arm}: " + ", ".join(cells))
