@@ -108,8 +108,9 @@ def _seeds(opts):
     value = opts.get("seeds")
     if value is None:
         return None
-    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
-    return {int(s) for s in items if str(s).strip()}
+    from mtlzoo.bench.methods import parse_seeds
+
+    return set(parse_seeds(value))
 
 
 def reference_results(opts) -> list:
