@@ -130,6 +130,21 @@ def test_section_is_written_between_markers(tmp_path):
     text = doc.read_text()
     assert text.startswith("# Benchmarks\n\nbefore\n\n## Methods over seeds")
     assert text.count(methods.BEGIN) == 1 and "second table" in text and "first table" not in text
+    methods.write_section(str(doc), "zoo table", "zoo")  # another budget: a section of its own, the first one kept
+    text = doc.read_text()
+    assert "second table" in text and "<!-- methods-table-zoo:begin -->\nzoo table\n<!-- methods-table-zoo:end -->" in text
+    assert "## Methods over seeds (`mtlzoo bench methods`, budget `zoo`)" in text
+
+
+def test_the_zoo_budget_is_the_zoo_models_and_keeps_every_model_and_figure_apart():
+    zoo = methods.BUDGETS["zoo"]
+    assert (zoo["image_size"], zoo["num_train"], zoo["epochs"], zoo["batch_size"]) == ((128, 256), 1000, 10, 16)
+    assert zoo["save_models"] and "overrides" not in zoo  # the recipe's own training settings
+    opts = methods.options({"budget": "zoo"})
+    assert opts["figure"].endswith("methods_delta_m_zoo.png")
+    assert methods.options({"budget": "zoo", "figure": "x.png"})["figure"] == "x.png"
+    assert methods.single_task_model_path(opts, "aggregator:aligned_mtl", 1).endswith(
+        "zoo/aggregator-aligned_mtl__seed1.keras")
 
 
 # ---------------------------------------------------------------------------- the machinery, end to end

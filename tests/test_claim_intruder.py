@@ -57,7 +57,8 @@ def test_one_smoke_run_trains_five_tasks_and_records_both_diagnostics(tmp_path):
     assert result["conflict"]["tasks"][-1] == "intruder" and result["conflict"]["samples"] > 0
     assert np.array(result["affinity"]["matrix"]).shape == (5, 5)
     found = ci.singled_out(result)
-    assert set(found) == {"conflict", "affinity"} and all(t in result["conflict"]["tasks"] for t, _ in found.values())
+    assert set(found) == set(ci.DIAGNOSTICS) and all(t in result["conflict"]["tasks"] for t, _ in found.values())
+    assert len(result["conflict"]["coherence"]) == 5
     assert result["claim"] == "intruder" and "--claim intruder --seeds 0 --budget smoke" in result["command"]
 
 
@@ -82,11 +83,23 @@ def _fake(arm, seed, miou, abs_rel, cosine=None):
     return r
 
 
-def test_singled_out_points_at_the_task_with_the_lowest_cosine_and_affinity():
+def test_singled_out_points_at_the_task_with_the_lowest_cosine_coherence_and_affinity():
     cos = [[1, 0.4, -0.2], [0.4, 1, -0.1], [-0.2, -0.1, 1]]  # upper triangle is what the monitor fills
-    found = ci.singled_out(_fake("intruder:equal", 0, 0.5, 0.3, cos))
+    result = _fake("intruder:equal", 0, 0.5, 0.3, cos)
+    found = ci.singled_out(result)
     assert found["conflict"] == ("intruder", pytest.approx(-0.15)) and found["affinity"] == ("intruder",
                                                                                                 pytest.approx(-0.25))
+    assert "coherence" not in found  # not measured by the older runs
+    result["conflict"]["coherence"] = [0.3, float("nan"), 0.01]
+    assert ci.singled_out(result)["coherence"] == ("intruder", pytest.approx(0.01))
+
+
+def test_the_heavy_arms_put_the_same_bits_on_a_regression_head_at_the_largest_loss_scale():
+    assert ci.HEAVY_HEAD["kind"] == "regression" and ci.HEAVY_HEAD["units"] == ci.INTRUDER_HEAD["num_classes"]
+    assert ci.HEAVY_HEAD["loss_weight"] * 0.25 == pytest.approx(4.0)  # bits' variance 0.25: starts near depth's scale
+    assert {a: ci.ARMS[a][1] for a in ci.DIAGNOSED} == {"intruder:equal": ci.INTRUDER_HEAD, "heavy:equal": ci.HEAVY_HEAD}
+    assert ci.SAME_WITHOUT["heavy:aligned_mtl"] == "without:aligned_mtl" and ci.ARMS["heavy:branched"][2] == ci.ARMS[
+        "intruder:branched"][2]
 
 
 def test_report_gives_delta_m_against_without_and_the_diagnostics(tmp_path):
@@ -97,7 +110,7 @@ def test_report_gives_delta_m_against_without_and_the_diagnostics(tmp_path):
     # seed 0: mIoU -20 % (worse: +20), abs_rel +10 % (worse: +10): Δm +15 %; seed 1: 0. Mean 7.5, std 10.61
     # (the fakes have no detection: Δm without detection is the same)
     assert "| intruder:equal | +7.50 ± 10.61 % (n=2) | +7.50 ± 10.61 % (n=2) | +10.0 ± 14.1 | +5.0 ± 7.1 |" in text
-    assert "| 0 | intruder (-0.15) ✓ | intruder (-0.25) ✓ |" in text
+    assert "| intruder:equal | 0 | intruder (-0.15) ✓ | – | intruder (-0.25) ✓ |" in text
     assert (tmp_path / "claims_intruder.png").stat().st_size > 1000
 
 
@@ -107,7 +120,10 @@ def test_finding_sums_up_the_arms_and_the_diagnostics():
                _fake("intruder:branched", 0, 0.50, 0.20)]
     text = ci.finding(results)
     assert "equal +15.0 ± 0.0 % (n=1)" in text and "branched +0.0 ± 0.0 % (n=1)" in text
-    assert "Gradient cosine singled the intruder out in 1 of 1 seeds, lookahead affinity in 1 of 1" in text
+    assert ("intruder:equal: gradient cosine 1 of 1 seeds, gradient coherence not measured, lookahead affinity 1 of 1"
+            in text)
+    results[1]["conflict"]["coherence"] = [0.2, 0.5, 0.3]  # the lowest coherence is segmentation's, not the intruder's
+    assert "gradient coherence 0 of 1" in ci.finding(results)
     assert ci.finding([]) is None
 
 
@@ -136,4 +152,4 @@ def test_each_method_is_also_compared_with_itself_without_the_intruder(tmp_path)
     # against equal weighting without the intruder: mIoU 0.45 vs 0.40, 12.5 % better (Δm -6.25); against Aligned-MTL
     # without it: 0.45 vs 0.50, 10 % worse (Δm +5)
     assert row.startswith("| intruder:aligned_mtl | -6.25 ± 0.00 % (n=1) |") and row.endswith("| +5.00 ± 0.00 % (n=1) |")
-    assert ci.runs([0])[-1] == ("without-aligned_mtl__seed0", "without:aligned_mtl", 0)
+    assert ("without-aligned_mtl__seed0", "without:aligned_mtl", 0) in ci.runs([0])

@@ -69,6 +69,28 @@ def test_conflict_monitor_logs_and_leaves_model_unchanged(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_conflict_monitor_coherence_is_low_for_a_task_the_inputs_do_not_determine():
+    """Gradient coherence: a learnable task's gradients agree from batch to batch, pure-noise labels' do not."""
+    model = mtlzoo.build(TWIN)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(256, 6)).astype("float32")
+    y = {"a": (10 * (x[:, :1] - x[:, 1:2])).astype("float32"), "b": (10 * x[:, 2:3]).astype("float32"),
+         "c": rng.normal(scale=10.0, size=(256, 1)).astype("float32")}
+    monitor = GradientConflictMonitor((x, y), num_batches=4, batch_size=32)
+    history = model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[monitor])
+    assert len(history.history["c_grad_coherence"]) == 2
+    summary = monitor.summary()
+    assert len(monitor.coherence) == 2
+    np.testing.assert_allclose(summary["coherence"], np.mean(monitor.coherence, axis=0))
+    coherence = dict(zip(summary["tasks"], summary["coherence"]))
+    assert coherence["a"] > 0.5 and coherence["b"] > 0.5, coherence
+    assert abs(coherence["c"]) < 0.3 and coherence["c"] < min(coherence["a"], coherence["b"]) - 0.4, coherence
+    single = GradientConflictMonitor((x, y), num_batches=1, batch_size=32)
+    single.set_model(model)
+    assert np.all(np.isnan(single.measure()["coherence"]))  # one batch has nothing to agree with
+    assert single.coherence == []
+
+
 @pytest.mark.slow
 def test_probes_restore_batchnorm_statistics():
     model = mtlzoo.build("driving_perception_lite", backbone="tiny", backbone_args={"width": 4}, neck_channels=16,

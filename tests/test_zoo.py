@@ -29,7 +29,8 @@ def tiny_zoo(tmp_path_factory):
     baselines("driving_perception_lite", epochs=1, out_dir=str(work / "stl"), verbose=0, **common)
     base = work / "zoo"
     path = zoo.publish(run.best_path, "tiny_lite", baselines=str(work / "stl"), command="mtlzoo train tiny",
-                       budget="1 epoch of 16 scenes", out_root=base, num_verify=8, num_calibration=8)
+                       budget="1 epoch of 16 scenes", out_root=base, num_verify=8, num_calibration=8,
+                       sections=["## Over seeds\n\nspread of the tiny runs"])
     (base / "not_a_model").mkdir()
     return base, mtlzoo.load(run.best_path, compile=False), path
 
@@ -46,6 +47,7 @@ def test_publish_writes_a_complete_verified_folder(tiny_zoo):
     card = (path / "MODEL_CARD.md").read_text()
     for section in ("## Tasks", "## Data", "## Training", "## Metrics", "## Δm", "## Latency", "## Size", "## Limits"):
         assert section in card
+    assert card.index("## Δm") < card.index("## Over seeds\n\nspread of the tiny runs") < card.index("## Latency")
     report = json.loads((path / "verification.json").read_text())
     assert report["passed"] and set(report["formats"]) == {"tflite", "tflite_fp16", "tflite_int8"}
     evaluation = json.loads((path / "evaluation.json").read_text())

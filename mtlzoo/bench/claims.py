@@ -429,7 +429,7 @@ def main(argv=None):
     parser.add_argument("--claim", help=", ".join(CLAIMS))
     parser.add_argument("--task", help="scarce_labels: the task with scarce labels (default depth)")
     parser.add_argument("--seeds", help="default 0,1,2")
-    parser.add_argument("--budget", help="standard or smoke")
+    parser.add_argument("--budget", help="standard, smoke or zoo (the zoo model's budget, 128x256 and 630 steps)")
     parser.add_argument("--results", help="default docs/results/claims")
     parser.add_argument("--doc", help="default docs/when-mtl-helps.md")
     parser.add_argument("--report", action="store_true", help="only rebuild the table and figure")

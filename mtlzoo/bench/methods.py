@@ -80,6 +80,10 @@ BUDGETS = {
                  # bn_momentum None: neck and heads keep Keras's 0.99, as in every result so far (the recipes'
                  # own bn_momentum default came later; changing it here would mix two settings in one table).
                  "overrides": {"backbone_args.bn_momentum": 0.9, "bn_momentum": None}},
+    # The zoo model's budget (saved_models/driving_perception_lite): the recipe's own training settings, and every
+    # trained model kept under `--models` so that the best seed can be published.
+    "zoo": {"image_size": (128, 256), "batch_size": 16, "num_train": 1000, "num_validation": 100, "epochs": 10,
+            "save_models": True},
     "smoke": {"image_size": (32, 64), "batch_size": 4, "num_train": 8, "num_validation": 8, "epochs": 2, "tiny": True},
 }
 _DEFAULTS = {"budget": "standard", "methods": None, "seeds": "0,1,2", "recipe": RECIPE, "overrides": None,
@@ -172,6 +176,8 @@ def options(args) -> dict:
     if opts["budget"] not in BUDGETS:
         raise ValueError(f"Unknown budget {opts['budget']!r}; use one of {', '.join(BUDGETS)}.")
     opts["seeds"] = parse_seeds(opts["seeds"])
+    if opts["budget"] != "standard" and source.get("figure") is None:  # one figure per budget
+        opts["figure"] = opts["figure"].replace(".png", f"_{opts['budget']}.png")
     overrides = opts["overrides"] or {}
     opts["overrides"] = overrides if isinstance(overrides, dict) else parse_cli_overrides(overrides)
     return opts
@@ -226,7 +232,7 @@ def run_one(config, seed, opts, validation, steps_per_epoch=None, also_evaluate=
     result = train(recipe, epochs=budget["epochs"], seed=seed, validation_data=False, verbose=opts["verbose"],
                    steps_per_epoch=steps_per_epoch, callbacks=list(callbacks))
     trained = time.perf_counter() - start
-    if config.kind == "single_task":
+    if config.kind == "single_task" or budget.get("save_models"):
         save_model_atomic(result.model, single_task_model_path(opts, config.name, seed))
     report = evaluate(result.model, validation, batch_size=budget["batch_size"], timing_repeats=5).to_dict()
     extra = {f"metrics_{name}": evaluate(result.model, data, batch_size=budget["batch_size"],
@@ -250,7 +256,8 @@ def run_one(config, seed, opts, validation, steps_per_epoch=None, also_evaluate=
 
 
 def single_task_model_path(opts, name, seed) -> str:
-    """Where a single-task run keeps its trained model (for the `_init` configurations): under `opts["models"]`."""
+    """Where a run keeps its trained model under `opts["models"]`: every single-task run (for the `_init`
+    configurations), and every run of a budget with `save_models` (the zoo budget, whose best seed is published)."""
     return os.path.join(opts["models"], opts["budget"], f"{name.replace(':', '-')}__seed{seed}.keras")
 
 
@@ -309,7 +316,7 @@ def report(opts) -> dict:
               f"{budget['num_validation']} validation scenes (seed {VALIDATION_SEED}); built "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from `{folder}`.")
     markdown = header + "\n\n" + markdown_table(rows) + "\n"
-    write_section(opts["doc"], markdown)
+    write_section(opts["doc"], markdown, opts["budget"])
     drawn = _plot(rows, opts["figure"], RECIPE)
     print(markdown + (f"\nfigure: {opts['figure']}" if drawn else "\n(no figure yet: no Δm and reference step time)"))
     return {"rows": rows, "markdown": markdown, "figure": opts["figure"] if drawn else None}

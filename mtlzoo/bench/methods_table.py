@@ -133,16 +133,20 @@ def plot(rows, path, recipe="driving_perception_lite") -> bool:
     return True
 
 
-def write_section(doc, text) -> None:
-    """Writes `text` between the methods-table markers of `doc` (a new section at its end when they are missing)."""
+def write_section(doc, text, budget="standard") -> None:
+    """Writes `text` between the methods-table markers of `doc` (a new section at its end when they are missing);
+    each budget but `standard` has markers of its own (`<!-- methods-table-zoo:begin -->`)."""
     from mtlzoo.fileio import atomic_write_text
 
+    begin, end = (BEGIN, END) if budget == "standard" else (BEGIN.replace("table", f"table-{budget}"),
+                                                            END.replace("table", f"table-{budget}"))
     content = open(doc).read() if os.path.exists(doc) else ""
-    block = f"{BEGIN}\n{text.strip()}\n{END}"
-    if BEGIN in content and END in content.split(BEGIN, 1)[1]:
-        head, rest = content.split(BEGIN, 1)
-        content = head + block + rest.split(END, 1)[1]
+    block = f"{begin}\n{text.strip()}\n{end}"
+    if begin in content and end in content.split(begin, 1)[1]:
+        head, rest = content.split(begin, 1)
+        content = head + block + rest.split(end, 1)[1]
     else:
-        content = f"{content.rstrip()}\n\n## Methods over seeds (`mtlzoo bench methods`)\n\n{block}\n".lstrip()
+        title = "" if budget == "standard" else f", budget `{budget}`"
+        content = f"{content.rstrip()}\n\n## Methods over seeds (`mtlzoo bench methods`{title})\n\n{block}\n".lstrip()
     os.makedirs(os.path.dirname(os.path.abspath(doc)), exist_ok=True)
     atomic_write_text(doc, content)

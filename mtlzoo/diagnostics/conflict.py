@@ -5,9 +5,14 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from mtlzoo.diagnostics.probes import GradientProbe, SampledBatches, check_positive_int, gradient_statistics, nan_mean, task_pairs
+from mtlzoo.diagnostics.probes import (GradientProbe, SampledBatches, check_positive_int, cosine_statistics,
+                                      flatten_gradients, nan_mean, task_pairs)
 
-__all__ = ["GradientConflictMonitor"]
+__all__ = ["COHERENCE_LOW", "GradientConflictMonitor"]
+
+#: A task whose batch-to-batch gradient coherence is below this is read as learning labels its inputs do not
+#: determine (calibrated on `mtlzoo bench claims --claim intruder`, docs/when-mtl-helps.md).
+COHERENCE_LOW = 0.1
 
 
 # ---------------------------------------------------------------- gradient conflict
@@ -23,7 +28,12 @@ class GradientConflictMonitor(keras.callbacks.Callback):
     - `{task}_grad_norm`: mean `‖g_t‖` over the sampled batches;
     - `cos_{a}_{b}`: mean cosine similarity of `g_a` and `g_b` (a before b in
       the model's task order);
-    - `conflict_{a}_{b}`: fraction of sampled batches with a negative cosine.
+    - `conflict_{a}_{b}`: fraction of sampled batches with a negative cosine;
+    - `{task}_grad_coherence` (when `num_batches >= 2`): mean cosine between
+      the task's own gradients on different batches of one measurement. A task
+      that the inputs determine has gradients that agree from batch to batch;
+      one whose labels the inputs do not determine (an unrelated or pure-noise
+      task, which can only be memorised) has a coherence near 0.
 
     Put it before `CSVLogger`/`TensorBoard` in `callbacks=[...]` so they see
     these keys. `summary()` aggregates every sampled batch seen so far.
@@ -49,7 +59,9 @@ class GradientConflictMonitor(keras.callbacks.Callback):
 
     Reference:
         Yu et al., "Gradient Surgery for Multi-Task Learning", NeurIPS 2020
-        (conflicting gradients: negative cosine similarity).
+        (conflicting gradients: negative cosine similarity); Chatterjee,
+        "Coherent Gradients: An Approach to Understanding Generalization in
+        Gradient Descent-based Optimization", ICLR 2020 (coherence).
     """
 
     def __init__(self, data, num_batches=4, every=1, batch_size=32, training=True, weighted=False):
@@ -63,6 +75,7 @@ class GradientConflictMonitor(keras.callbacks.Callback):
         self._probe = None
         self.tasks = []
         self.samples = []  # one dict per sampled batch: epoch, norms [K], cos [K, K]
+        self.coherence = []  # one [K] array per measurement of >= 2 batches
         self.history = []  # one dict per measurement (epoch means)
 
     def set_model(self, model):
@@ -73,15 +86,20 @@ class GradientConflictMonitor(keras.callbacks.Callback):
 
     def measure(self, epoch=None):
         """Samples `num_batches` batches now; returns the epoch summary dict (also kept in `history`)."""
-        norms_all, cos_all = [], []
+        norms_all, cos_all, flats = [], [], []
         for x, y, sw in self._batches.take(self.num_batches):
             losses, grads = self._probe.task_gradients(x, y, sw)
-            norms, cos = gradient_statistics(grads)
+            flat = flatten_gradients(grads)
+            norms, cos = cosine_statistics(flat)
             norms = np.where(losses > 0, norms, np.nan)
             self.samples.append({"epoch": epoch, "norms": norms, "cos": cos})
             norms_all.append(norms)
             cos_all.append(cos)
+            flats.append(np.where((losses > 0)[:, None], flat.numpy(), 0.0))
         summary = _conflict_summary(norms_all, cos_all)
+        summary["coherence"] = _coherence(flats)
+        if len(flats) >= 2:
+            self.coherence.append(summary["coherence"])
         summary["epoch"] = epoch
         self.history.append(summary)
         return summary
@@ -94,6 +112,8 @@ class GradientConflictMonitor(keras.callbacks.Callback):
             return
         for i, t in enumerate(self.tasks):
             logs[f"{t}_grad_norm"] = float(summary["grad_norm"][i])
+            if np.isfinite(summary["coherence"][i]):
+                logs[f"{t}_grad_coherence"] = float(summary["coherence"][i])
         for i, j in task_pairs(self.tasks):
             a, b = self.tasks[i], self.tasks[j]
             logs[f"cos_{a}_{b}"] = float(summary["cosine"][i, j])
@@ -105,10 +125,13 @@ class GradientConflictMonitor(keras.callbacks.Callback):
         Returns:
             dict with `tasks`, `grad_norm` [K], `cosine` [K, K] (mean),
             `conflict_fraction` [K, K] (fraction of batches with cosine < 0),
-            `conflict_strength` [K, K] (mean of `max(0, −cos)`) and `samples`
-            (numpy arrays; NaN where undefined).
+            `conflict_strength` [K, K] (mean of `max(0, −cos)`), `coherence`
+            [K] (mean over measurements of each task's batch-to-batch gradient
+            cosine) and `samples` (numpy arrays; NaN where undefined).
         """
         out = _conflict_summary([s["norms"] for s in self.samples], [s["cos"] for s in self.samples])
+        k = len(self.tasks)
+        out["coherence"] = nan_mean(np.stack(self.coherence)) if self.coherence else np.full(k, np.nan)
         out["tasks"] = list(self.tasks)
         return out
 
@@ -132,3 +155,22 @@ def _conflict_summary(norms, cosines):
         "conflict_strength": strength,
         "samples": int(len(norms)),
     }
+
+
+def _coherence(flats):
+    """[K]: per task, the mean cosine between its gradients on different batches (NaN with < 2 batches)."""
+    k = len(flats[0]) if flats else 0
+    if len(flats) < 2:
+        return np.full(k, np.nan)
+    out = np.full(k, np.nan)
+    for t in range(k):
+        rows = np.stack([f[t] for f in flats]).astype(np.float64)
+        norms = np.linalg.norm(rows, axis=1)
+        keep = norms > 0
+        if keep.sum() < 2:
+            continue
+        unit = rows[keep] / norms[keep, None]
+        gram = unit @ unit.T
+        n = len(unit)
+        out[t] = (gram.sum() - np.trace(gram)) / (n * (n - 1))
+    return out

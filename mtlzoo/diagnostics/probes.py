@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["check_positive_int", "gradient_statistics", "GradientProbe", "nan_mean", "SampledBatches", "task_pairs"]
+__all__ = ["check_positive_int", "cosine_statistics", "flatten_gradients", "gradient_statistics", "GradientProbe", "nan_mean", "SampledBatches", "task_pairs"]
 
 
 # ---------------------------------------------------------------- helpers
@@ -100,7 +100,16 @@ def gradient_statistics(grads):
     Returns:
         (norms, cosines) as float64 numpy arrays.
     """
-    flat = tf.stack([tf.concat([tf.reshape(g, [-1]) for g in gs], 0) for gs in grads])
+    return cosine_statistics(flatten_gradients(grads))
+
+
+def flatten_gradients(grads):
+    """[K, P] tensor: each task's gradient tensors concatenated into one vector."""
+    return tf.stack([tf.concat([tf.reshape(g, [-1]) for g in gs], 0) for gs in grads])
+
+
+def cosine_statistics(flat):
+    """Norms [K] and pairwise cosines [K, K] (NaN where a row is zero) of the rows of a [K, P] tensor."""
     gram = tf.matmul(flat, flat, transpose_b=True).numpy().astype(np.float64)
     norms = np.sqrt(np.maximum(np.diag(gram), 0.0))
     denom = np.outer(norms, norms)

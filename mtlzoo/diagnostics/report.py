@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from mtlzoo import fileio
 from mtlzoo.diagnostics.affinity import TaskAffinity
-from mtlzoo.diagnostics.conflict import GradientConflictMonitor
+from mtlzoo.diagnostics.conflict import COHERENCE_LOW, GradientConflictMonitor
 from mtlzoo.diagnostics.probes import check_positive_int, task_pairs
 
 __all__ = ["diagnose", "run_diagnose", "synthetic_data"]
@@ -116,6 +116,19 @@ def _json_ready(value):
     return value
 
 
+def _coherence_reading(tasks, coherence):
+    """One sentence on the task whose gradient agrees least with itself from batch to batch (if measured)."""
+    if coherence is None:
+        return []
+    found = [(float(c), t) for c, t in zip(coherence, tasks) if np.isfinite(c)]
+    if len(found) < 2:
+        return []
+    low, high = min(found), max(found)
+    return [f"{low[1]}'s gradient agrees least with itself from batch to batch (coherence {low[0]:+.2f}; "
+            f"{high[1]}'s {high[0]:+.2f})" + (": its labels look unrelated to the input, or too noisy to learn."
+                                              if low[0] < COHERENCE_LOW else ".")]
+
+
 def _reading(tasks, conflict, affinity, weights):
     """Plain-language sentences from the measured numbers."""
     lines = []
@@ -144,6 +157,7 @@ def _reading(tasks, conflict, affinity, weights):
             ratio = weighted
         line += " and dominates the shared update." if ratio >= 10 else "."
         lines.append(line)
+    lines += _coherence_reading(tasks, conflict.get("coherence"))
     if affinity is not None:
         entries = [(affinity[i, j], tasks[i], tasks[j]) for i in range(len(tasks)) for j in range(len(tasks))
                    if i != j and np.isfinite(affinity[i, j])]
@@ -355,10 +369,11 @@ def diagnose(recipe, out_dir, epochs=3, steps=20, *, overrides=None, batch_size=
             "cosine": conflict["cosine"],
             "conflict_fraction": conflict["conflict_fraction"],
             "conflict_strength": conflict["conflict_strength"],
+            "coherence": dict(zip(tasks, conflict["coherence"])),
             "sampled_batches": conflict["samples"],
             "per_epoch": [
                 {"epoch": h["epoch"], "grad_norm": h["grad_norm"], "cosine": h["cosine"],
-                 "conflict_fraction": h["conflict_fraction"]} for h in monitor.history
+                 "conflict_fraction": h["conflict_fraction"], "coherence": h["coherence"]} for h in monitor.history
             ],
         },
         "affinity": {

@@ -56,7 +56,7 @@ def _latency(model, files, image, repeats=30, cpu=None):
 
 
 def publish(model_path, name, *, baselines, command, budget, out_root=None, num_verify=64, num_calibration=100,
-            overwrite=False, notes=()):
+            overwrite=False, notes=(), sections=()):
     """Assembles a zoo folder from a trained model: Keras file, verified TFLite files, baselines and model card.
 
     Writes `out_root/name/` (default: the repository's `saved_models/`) with
@@ -85,6 +85,7 @@ def publish(model_path, name, *, baselines, command, budget, out_root=None, num_
             holding `mtlzoo_export.json`); anything else there is refused
             with `FileExistsError` and left untouched.
         notes: extra lines for the card's Limits section.
+        sections: extra markdown sections (each with its `## ` title), placed after Δm (e.g. the spread over seeds).
 
     Returns:
         `pathlib.Path` of the published folder.
@@ -150,7 +151,8 @@ def publish(model_path, name, *, baselines, command, budget, out_root=None, num_
                     stage / "baselines.json")
         read_baselines(stage / "baselines.json")  # still readable where it now lies
         report.to_json(stage / "evaluation.json")
-        card = _card(name, recipe, model, report, result.report, latency, sizes, command, budget, notes, cpu)
+        card = _card(name, recipe, model, report, result.report, latency, sizes, command, budget, notes, cpu,
+                     sections)
         (stage / "MODEL_CARD.md").write_text(card)
         with open(stage / "latency.json", "w") as f:
             json.dump(_latency_json(latency, sizes, result.report, cpu), f, indent=2)
@@ -243,7 +245,7 @@ def refresh_edge(name, *, out_root=None, num_verify=64, num_calibration=100, rep
     return content
 
 
-def _card(name, recipe, model, report, verification, latency, sizes, command, budget, notes, cpu=None):
+def _card(name, recipe, model, report, verification, latency, sizes, command, budget, notes, cpu=None, sections=()):
     lines = [f"# {name}", "", f"{recipe.description}", ""]
     lines += ["## Tasks", ""]
     for task in model.task_names:
@@ -270,6 +272,8 @@ def _card(name, recipe, model, report, verification, latency, sizes, command, bu
     per_task = ", ".join(f"{t} {v:+.1f}%" for t, v in report.delta_m_per_task.items())
     lines += ["", "## Δm", "", f"Δm = **{report.delta_m:+.2f}%** against the single-task models (lower is better; "
               f"negative: the multi-task model is better on average). Per task: {per_task}.", ""]
+    for section in sections:
+        lines += [section.strip(), ""]
     lines += _verification_lines(verification) + _latency_lines(latency, cpu=cpu) + _size_lines(name, sizes)
     lines += ["## Use", "", "```python", "import mtlzoo, mtlzoo.edge", f"model = mtlzoo.load(\"zoo:{name}\")",
               f"runner = mtlzoo.edge.load(\"zoo:{name}/model_int8.tflite\")",
