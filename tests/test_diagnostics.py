@@ -177,6 +177,9 @@ def test_diagnose_writes_report(tmp_path, capsys):
     assert np.asarray(report["gradient"]["cosine"]).shape == (2, 2)
     assert np.asarray(report["gradient"]["conflict_fraction"], dtype=float).shape == (2, 2)
     assert report["gradient"]["sampled_batches"] == 8
+    coherence = report["gradient"]["coherence"]  # 4 batches per epoch: each task's batch-to-batch agreement
+    assert set(coherence) == {"label", "target"} and all(-1.0 <= v <= 1.0 for v in coherence.values())
+    assert len(report["gradient"]["per_epoch"][0]["coherence"]) == 2
     assert np.asarray(report["affinity"]["matrix"], dtype=float).shape == (2, 2)
     assert len(report["loss_weights"]["label"]) == 13  # initial + 2 x 6 steps
     assert sum(w[-1] for t, w in report["loss_weights"].items() if t != "steps") == pytest.approx(2.0, rel=1e-5)
@@ -185,4 +188,6 @@ def test_diagnose_writes_report(tmp_path, capsys):
     assert "label conflicts with target in" in reading and "affinity" in reading and "loss weights moved" in reading
     f = report["gradient"]["conflict_fraction"][0][1]
     assert f"{f:.0%}" in reading
+    low = min(coherence, key=coherence.get)
+    assert f"{low}'s gradient agrees least with itself from batch to batch (coherence {coherence[low]:+.2f}" in reading
     assert all(math.isfinite(v) for v in report["history"]["loss"])

@@ -33,6 +33,20 @@ def test_a_task_whose_gradient_opposes_the_others_is_named_with_the_measured_fin
     assert found[0]["measured"].startswith("intruder hurt the others by 9 %") and "seeds 0, 1, 2" in found[0]["measured"]
 
 
+def test_the_one_task_whose_gradient_does_not_agree_with_itself_is_named(tmp_path):
+    cos = [[NAN, 0.3, 0.2], [NAN, NAN, 0.1], [NAN, NAN, NAN]]  # no opposing gradient
+    report = _report(cos)
+    report["gradient"]["coherence"] = {"a": 0.3, "b": 0.12, "c": 0.01}
+    found = situations(report, findings=_findings(tmp_path, intruder="the intruder was found in 2 of 3 seeds"))
+    assert [s["claim"] for s in found] == ["intruder"]
+    assert found[0]["evidence"].startswith("c's gradient barely agrees with itself from batch to batch (coherence "
+                                           "+0.01, the other tasks' +0.12 or more)")
+    report["gradient"]["coherence"] = {"a": 0.3, "b": 0.02, "c": 0.01}  # two such tasks: nothing singled out
+    assert situations(report, findings=_findings(tmp_path)) == []
+    report["gradient"]["coherence"] = {"a": 0.3, "b": NAN, "c": 0.01}  # too few measured
+    assert situations(report, findings=_findings(tmp_path)) == []
+
+
 def test_agreeing_tasks_and_equal_rates_match_nothing(tmp_path):
     cos = [[NAN, 0.3, 0.2], [NAN, NAN, 0.1], [NAN, NAN, NAN]]
     history = {"a_loss": [2.0, 1.0], "b_loss": [4.0, 2.4], "c_loss": [1.0, 0.6]}

@@ -12,7 +12,7 @@ __all__ = ["COHERENCE_LOW", "GradientConflictMonitor"]
 
 #: A task whose batch-to-batch gradient coherence is below this is read as learning labels its inputs do not
 #: determine (calibrated on `mtlzoo bench claims --claim intruder`, docs/when-mtl-helps.md).
-COHERENCE_LOW = 0.1
+COHERENCE_LOW = 0.05
 
 
 # ---------------------------------------------------------------- gradient conflict

@@ -41,7 +41,29 @@ def _findings(path):
     return json.load(open(path)) if path and os.path.exists(path) else {}
 
 
+def _incoherent(report):
+    """A sentence on the one task whose gradient barely agrees with itself from batch to batch, or None."""
+    from mtlzoo.diagnostics.conflict import COHERENCE_LOW
+
+    tasks = list(report.get("tasks") or [])
+    coherence = report.get("gradient", {}).get("coherence") or {}
+    values = {t: float(coherence[t]) for t in tasks if t in coherence and np.isfinite(coherence[t])}
+    low = [t for t, c in values.items() if c < COHERENCE_LOW]
+    if len(values) < 3 or len(low) != 1:
+        return None
+    others = min(c for t, c in values.items() if t != low[0])
+    return (f"{low[0]}'s gradient barely agrees with itself from batch to batch (coherence {values[low[0]]:+.2f}, "
+            f"the other tasks' {others:+.2f} or more): its labels look unrelated to the input, or it is not being "
+            "learned yet.")
+
+
 def _intruder(report):
+    cosine = _intruder_by_cosine(report)
+    coherence = _incoherent(report)
+    return " ".join(t for t in (cosine, coherence) if t) or None
+
+
+def _intruder_by_cosine(report):
     tasks = list(report.get("tasks") or [])
     cosine = report.get("gradient", {}).get("cosine")
     if cosine is None or len(tasks) < 3:
