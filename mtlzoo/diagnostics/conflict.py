@@ -160,17 +160,12 @@ def _conflict_summary(norms, cosines):
 def _coherence(flats):
     """[K]: per task, the mean cosine between its gradients on different batches (NaN with < 2 batches)."""
     k = len(flats[0]) if flats else 0
-    if len(flats) < 2:
-        return np.full(k, np.nan)
     out = np.full(k, np.nan)
+    if len(flats) < 2:
+        return out
     for t in range(k):
-        rows = np.stack([f[t] for f in flats]).astype(np.float64)
-        norms = np.linalg.norm(rows, axis=1)
-        keep = norms > 0
-        if keep.sum() < 2:
-            continue
-        unit = rows[keep] / norms[keep, None]
-        gram = unit @ unit.T
-        n = len(unit)
-        out[t] = (gram.sum() - np.trace(gram)) / (n * (n - 1))
+        _, cos = cosine_statistics(np.stack([f[t] for f in flats]))  # NaN rows and columns for zero gradients
+        off = cos[~np.eye(len(flats), dtype=bool)]
+        if np.isfinite(off).any():
+            out[t] = np.nanmean(off)
     return out
