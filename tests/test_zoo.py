@@ -52,6 +52,7 @@ def test_publish_writes_a_complete_verified_folder(tiny_zoo):
     assert report["passed"] and set(report["formats"]) == {"tflite", "tflite_fp16", "tflite_int8"}
     evaluation = json.loads((path / "evaluation.json").read_text())
     assert f"{evaluation['delta_m']:+.2f}%" in card  # the card prints the measured Δm
+    assert f"training and {evaluation['num_examples']} validation scenes" in card  # the count evaluated on
     with pytest.raises(FileExistsError, match="overwrite=True"):
         zoo.publish(str(path / "model.keras"), "tiny_lite", baselines=str(path), command="x", budget="y",
                     out_root=base)
@@ -110,7 +111,8 @@ def test_shipped_model_card_and_files(name):
     card = (folder / "MODEL_CARD.md").read_text()
     for section in ("Tasks", "Data", "Training", "Metrics", "Δm", "Latency", "Size", "Limits"):
         assert section in card, f"MODEL_CARD.md of {name} lacks a {section!r} section"
-    assert "mtlzoo train" in card  # the reproducible command
+    reproduce = card.split("Reproduce:", 1)[1].split("```")[1]  # the reproducible commands, as a code block
+    assert "mtlzoo" in reproduce and "None" not in card
     assert (folder / "model_int8.tflite").is_file()
     assert any((folder / f).is_file() for f in ("model_float32.tflite", "model_fp16.tflite"))
     assert _total_size(ROOT / "saved_models") < 10 * 2**20  # the whole zoo stays small

@@ -258,7 +258,7 @@ def _card(name, recipe, model, report, verification, latency, sizes, command, bu
               f"{report.cost.get('flops', 0) / 1e6:.0f}M FLOPs per image.", ""]
     lines += ["## Data", "", f"`{recipe.data.get('name', 'synthetic_driving')}`: procedurally rendered street scenes "
               "generated offline by mtlzoo (`mtlzoo.data.load(\"synthetic_driving\")`), "
-              f"{recipe.data.get('num_examples')} training and {recipe.data.get('num_validation_examples')} validation "
+              f"{recipe.data.get('num_examples')} training and {report.num_examples} validation "
               f"scenes, seed {recipe.seed}.", ""]
     lines += ["## Training", "", f"Budget: {budget}", "", "Reproduce:", "", "```", command.strip(), "```", ""]
     lines += ["## Metrics", "", f"On {report.num_examples} validation scenes (`mtlzoo evaluate zoo:{name} "
