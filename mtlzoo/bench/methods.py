@@ -330,7 +330,9 @@ def _train_all(opts) -> list:
     base = base_recipe(opts)
     configs = select(configurations(list(base.tasks)), opts["methods"])
     folder = os.path.join(opts["results"], opts["budget"])
-    plan = [(seed, c) for seed in opts["seeds"] for c in configs]
+    # configuration-major, so an interrupted fill leaves whole configurations with every seed rather than
+    # every configuration with a partial set of seeds
+    plan = [(seed, c) for c in configs for seed in opts["seeds"]]
     todo = [(seed, c) for seed, c in plan if not os.path.exists(_result_path(folder, c, seed))]
     print(f"== methods benchmark ({opts['budget']}): {len(configs)} configurations × {len(opts['seeds'])} seeds = "
           f"{len(plan)} runs; {len(plan) - len(todo)} done already, {len(todo)} to run, into {folder}", flush=True)
