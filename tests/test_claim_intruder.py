@@ -42,7 +42,9 @@ def test_synthetic_driving_emits_the_intruder_only_when_asked():
 
 def test_runs_cover_every_arm_and_seed_and_the_branched_arm_isolates_the_intruder():
     runs = ci.runs([0, 2])
-    assert len(runs) == 2 * len(ci.ARMS) and "intruder-branched__seed2" in {r[0] for r in runs}
+    assert len(runs) == 2 * (len(ci.ARMS) - len(ci.ZOO_ONLY)) and "intruder-branched__seed2" in {r[0] for r in runs}
+    assert not {r[1] for r in runs} & set(ci.ZOO_ONLY)  # the no-tags arms run at the zoo budget only
+    assert {r[1] for r in ci.runs([0], budget="zoo")} == set(ci.ZOO_ARMS) >= set(ci.ZOO_ONLY)
     groups = ci.ARMS["intruder:branched"][2]["sharing_args"]["groups"]
     assert groups == [list(ci.ORIGINAL), ["intruder"]]
     assert "intruder" in claims.CLAIMS and claims.PLUGINS["intruder"] == "mtlzoo.bench.claim_intruder"
@@ -62,6 +64,16 @@ def test_one_smoke_run_trains_five_tasks_and_records_both_diagnostics(tmp_path):
     assert result["claim"] == "intruder" and "--claim intruder --seeds 0 --budget smoke" in result["command"]
 
 
+def test_the_no_tags_arm_trains_the_dense_tasks_and_the_intruder_and_diagnoses_those_four(tmp_path):
+    validation = claims_common.validation_scenes("smoke")
+    result, _ = ci.train_one(("no_tags-intruder__seed0", "no_tags:intruder", 0), validation, "smoke", str(tmp_path),
+                             methods_results=str(tmp_path / "none"))
+    assert set(result["metrics"]) == {*ci.DENSE, "intruder"} and "scene" not in result["recipe"]["tasks"]
+    assert result["conflict"]["tasks"] == [*ci.DENSE, "intruder"] and np.array(result["affinity"]["matrix"]).shape == (
+        4, 4)
+    assert ci.SAME_WITHOUT["no_tags:intruder"] == "no_tags" and ci.ARMS["no_tags"][2] == {"tasks": list(ci.DENSE)}
+
+
 def test_without_reuses_the_methods_benchmark_result(tmp_path):
     folder = tmp_path / "smoke"
     folder.mkdir()
@@ -69,6 +81,9 @@ def test_without_reuses_the_methods_benchmark_result(tmp_path):
     result, _ = ci.train_one(("without__seed1", "without", 1), None, "smoke", str(tmp_path), str(tmp_path))
     assert result["metrics"] == {"depth": {"abs_rel": 0.3}} and result["reused_from"].endswith("seed1.json")
     assert result["arm"] == "without" and result["format"] == claims_common.FORMAT
+    validation = claims_common.validation_scenes("smoke")  # ... but an arm with its own task list trains its own
+    mine, _ = ci.train_one(("no_tags__seed1", "no_tags", 1), validation, "smoke", str(tmp_path), str(tmp_path))
+    assert "reused_from" not in mine and set(mine["metrics"]) == set(ci.DENSE)
 
 
 def _fake(arm, seed, miou, abs_rel, cosine=None):
@@ -97,7 +112,8 @@ def test_singled_out_points_at_the_task_with_the_lowest_cosine_coherence_and_aff
 def test_the_heavy_arms_put_the_same_bits_on_a_regression_head_at_the_largest_loss_scale():
     assert ci.HEAVY_HEAD["kind"] == "regression" and ci.HEAVY_HEAD["units"] == ci.INTRUDER_HEAD["num_classes"]
     assert ci.HEAVY_HEAD["loss_weight"] * 0.25 == pytest.approx(4.0)  # bits' variance 0.25: starts near depth's scale
-    assert {a: ci.ARMS[a][1] for a in ci.DIAGNOSED} == {"intruder:equal": ci.INTRUDER_HEAD, "heavy:equal": ci.HEAVY_HEAD}
+    assert {a: ci.ARMS[a][1] for a in ci.DIAGNOSED} == {"intruder:equal": ci.INTRUDER_HEAD, "heavy:equal": ci.HEAVY_HEAD,
+                                                         "no_tags:intruder": ci.INTRUDER_HEAD}
     assert ci.SAME_WITHOUT["heavy:aligned_mtl"] == "without:aligned_mtl" and ci.ARMS["heavy:branched"][2] == ci.ARMS[
         "intruder:branched"][2]
 
