@@ -47,6 +47,26 @@ def test_the_one_task_whose_gradient_does_not_agree_with_itself_is_named(tmp_pat
     assert situations(report, findings=_findings(tmp_path)) == []
 
 
+def test_two_incoherent_tasks_among_five_are_named_together(tmp_path):
+    nan5 = np.full((5, 5), NAN)
+    nan5[np.triu_indices(5, 1)] = 0.2
+    report = {"tasks": list("abcde"), "gradient": {"cosine": nan5.tolist(),
+                                                   "coherence": {"a": 0.3, "b": 0.2, "c": 0.25, "d": 0.01, "e": -0.02}}}
+    found = situations(report, findings=_findings(tmp_path))
+    assert [s["claim"] for s in found] == ["intruder"]
+    assert found[0]["evidence"].startswith("e and d's gradients barely agree with themselves from batch to batch "
+                                           "(coherence -0.02, +0.01, the other tasks' +0.20 or more)")
+    report["gradient"]["coherence"].update(c=0.0, b=0.03)  # four of five low: nothing to stand out from
+    assert situations(report, findings=_findings(tmp_path)) == []
+    report["gradient"]["coherence"] = {}
+    cos = nan5.copy()
+    cos[:, 4], cos[3, :], cos[:3, 3] = -0.3, -0.1, -0.1  # d and e oppose the others, a, b and c agree
+    report["gradient"]["cosine"] = cos.tolist()
+    found = situations(report, findings=_findings(tmp_path))
+    assert found[0]["evidence"].startswith("e and d's gradients have mean cosines of -0.25, -0.10 with the other "
+                                           "tasks'")
+
+
 def test_agreeing_tasks_and_equal_rates_match_nothing(tmp_path):
     cos = [[NAN, 0.3, 0.2], [NAN, NAN, 0.1], [NAN, NAN, NAN]]
     history = {"a_loss": [2.0, 1.0], "b_loss": [4.0, 2.4], "c_loss": [1.0, 0.6]}

@@ -41,20 +41,33 @@ def _findings(path):
     return json.load(open(path)) if path and os.path.exists(path) else {}
 
 
+def _names(tasks) -> str:
+    return tasks[0] if len(tasks) == 1 else ", ".join(tasks[:-1]) + f" and {tasks[-1]}"
+
+
 def _incoherent(report):
-    """A sentence on the one task whose gradient barely agrees with itself from batch to batch, or None."""
+    """A sentence on the tasks whose gradient barely agrees with itself from batch to batch, or None.
+
+    Named when at least two measured tasks stay above the threshold (with fewer there is nothing they stand out
+    from): a task that only memorises its labels (measured: the intruder of `mtlzoo bench claims`) and a task the
+    model has not learned yet look alike here, so every such task is named."""
     from mtlzoo.diagnostics.conflict import COHERENCE_LOW
 
     tasks = list(report.get("tasks") or [])
     coherence = report.get("gradient", {}).get("coherence") or {}
     values = {t: float(coherence[t]) for t in tasks if t in coherence and np.isfinite(coherence[t])}
-    low = [t for t, c in values.items() if c < COHERENCE_LOW]
-    if len(values) < 3 or len(low) != 1:
+    low = sorted((t for t, c in values.items() if c < COHERENCE_LOW), key=values.get)
+    if len(values) < 3 or not low or len(values) - len(low) < 2:
         return None
-    others = min(c for t, c in values.items() if t != low[0])
-    return (f"{low[0]}'s gradient barely agrees with itself from batch to batch (coherence {values[low[0]]:+.2f}, "
-            f"the other tasks' {others:+.2f} or more): its labels look unrelated to the input, or it is not being "
-            "learned yet.")
+    others = min(c for t, c in values.items() if t not in low)
+    scores = ", ".join(f"{values[t]:+.2f}" for t in low)
+    if len(low) == 1:
+        return (f"{low[0]}'s gradient barely agrees with itself from batch to batch (coherence {scores}, "
+                f"the other tasks' {others:+.2f} or more): its labels look unrelated to the input, or it is not "
+                "being learned yet.")
+    return (f"{_names(low)}'s gradients barely agree with themselves from batch to batch (coherence {scores}, the "
+            f"other tasks' {others:+.2f} or more): their labels look unrelated to the input, or they are not being "
+            "learned yet; train with and without each to tell which one costs the others.")
 
 
 def _intruder(report):
@@ -75,8 +88,13 @@ def _intruder_by_cosine(report):
     if not np.isfinite(score).any():
         return None
     worst = int(np.nanargmin(score))
-    if score[worst] >= INTRUDER_COSINE or np.sum(score < INTRUDER_COSINE) > 1:
+    low = [i for i in np.argsort(score) if score[i] < INTRUDER_COSINE]
+    if not low or np.isfinite(score).sum() - len(low) < 2:
         return None
+    if len(low) > 1:
+        return (f"{_names([tasks[i] for i in low])}'s gradients have mean cosines of "
+                + ", ".join(f"{score[i]:+.2f}" for i in low) + " with the other tasks': they behave like tasks "
+                "unrelated to the others; train with and without each to tell which one costs the others.")
     text = f"{tasks[worst]}'s gradient has a mean cosine of {score[worst]:+.2f} with the other tasks'"
     matrix = report.get("affinity", {}).get("matrix")
     if matrix is not None:
