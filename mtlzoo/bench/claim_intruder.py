@@ -220,7 +220,7 @@ def report(results, opts) -> str:
     if not rows:
         return "No run has finished yet."
     without = {r["seed"]: r for r in rows if r["arm"] == "without"}
-    lines = ["| arm | Δm of the four original tasks vs without ↓ | Δm without detection ↓ | " + " | ".join(
+    lines = ["| arm | Δm of the original tasks it trains vs without ↓ | Δm without detection ↓ | " + " | ".join(
         f"{t} Δ % ↓" for t in ORIGINAL) + " | intruder's validation metric (chance: mAP ≈ 0.5, MAE 0.5) | seeds | Δm without detection vs the same "
         "training without the intruder ↓ |", "|---|---:|---:|" + "---:|" * len(ORIGINAL) + "---:|---|---:|"]
     bars = {}
