@@ -143,6 +143,16 @@ def test_finding_sums_up_the_arms_and_the_diagnostics():
     assert ci.finding([]) is None
 
 
+def test_the_zoo_finding_compares_the_no_tags_arms_with_each_other():
+    cos = [[1, 0.4, -0.2], [0.4, 1, -0.1], [-0.2, -0.1, 1]]
+    results = [_fake("without", 0, 0.50, 0.20), _fake("no_tags", 0, 0.50, 0.20),
+               _fake("no_tags:intruder", 0, 0.45, 0.20, cos)]
+    text = ci.finding(results, {"budget": "zoo"})
+    assert text.startswith("At the zoo budget (every task learned), with a task unrelated")
+    assert "without the scene tags +5.0 ± 0.0 % (n=1)" in text and "near 0" not in text
+    assert "the three dense tasks and the intruder: gradient cosine 1 of 1 seeds" in text
+
+
 def test_without_ignores_a_methods_result_made_with_overrides(tmp_path):
     folder = tmp_path / "smoke"
     folder.mkdir()

@@ -47,6 +47,14 @@ def test_the_one_task_whose_gradient_does_not_agree_with_itself_is_named(tmp_pat
     assert situations(report, findings=_findings(tmp_path)) == []
 
 
+def test_a_claim_measured_at_another_budget_is_quoted_after_the_standard_finding(tmp_path):
+    cos = [[NAN, 0.3, -0.2], [NAN, NAN, -0.3], [NAN, NAN, NAN]]
+    found = situations(_report(cos), findings=_findings(tmp_path, intruder="standard: no harm",
+                                                         intruder_zoo="zoo: found in 3 of 3"))
+    assert found[0]["measured"].startswith("standard: no harm (seeds 0, 1, 2; when (claims-intruder)) zoo: found in "
+                                           "3 of 3 (seeds 0, 1, 2; when (claims-intruder_zoo))")
+
+
 def test_two_incoherent_tasks_among_five_are_named_together(tmp_path):
     nan5 = np.full((5, 5), NAN)
     nan5[np.triu_indices(5, 1)] = 0.2

@@ -286,13 +286,16 @@ def _plot(bars, opts):
 def finding(results, opts=None) -> str | None:
     """One sentence for `mtlzoo diagnose`: what the intruder did to the others, what recovered them, and whether the
     diagnostics found it."""
+    zoo = (opts or {}).get("budget", "standard") != "standard"
     rows = [r for r in results if r.get("claim") == CLAIM]
-    without = {r["seed"]: r for r in rows if r["arm"] == "without"}
+    by_arm = {a: {r["seed"]: r for r in rows if r["arm"] == a} for a in ARMS}
     parts = []
-    for arm in (a for a in ARMS if a != "without"):
-        s = spread([_delta(r, without[r["seed"]])[1] for r in rows if r["arm"] == arm and r["seed"] in without])
+    for arm in (a for a in ARMS if a not in ("without", "no_tags")):
+        reference = by_arm[SAME_WITHOUT[arm] if arm.startswith("no_tags") else "without"]
+        s = spread([_delta(r, reference[r["seed"]])[1] for r in rows if r["arm"] == arm and r["seed"] in reference])
         if s:
-            parts.append(f"{arm.replace('intruder:', '')} {s[0]:+.1f} ± {s[1]:.1f} % (n={s[2]})")
+            label = "without the scene tags" if arm.startswith("no_tags") else arm.replace("intruder:", "")
+            parts.append(f"{label} {s[0]:+.1f} ± {s[1]:.1f} % (n={s[2]})")
     if not parts:
         return None
     found = []
@@ -301,10 +304,13 @@ def finding(results, opts=None) -> str | None:
         if seen:
             counts = {k: sum(1 for f in seen if f.get(k, (None,))[0] == TASK) for k in DIAGNOSTICS}
             measured = sum(1 for f in seen if "coherence" in f)
-            found.append(f"{arm}: gradient cosine {counts['conflict']} of {len(seen)} seeds, gradient coherence "
+            found.append(f"{'the three dense tasks and the intruder' if arm == 'no_tags:intruder' else arm}: "
+                         f"gradient cosine {counts['conflict']} of {len(seen)} seeds, gradient coherence "
                          + (f"{counts['coherence']} of {measured}" if measured else "not measured")
                          + f", lookahead affinity {counts['affinity']} of {len(seen)}")
-    return ("With a task unrelated to the scene added, Δm of the original tasks (detection left out: its mAP is near 0 "
-            "at this budget) against training without it (positive = they got worse): " + ", ".join(parts)
+    return (("At the zoo budget (every task learned), with" if zoo else "With")
+            + " a task unrelated to the scene added, Δm of the original tasks ("
+            + ("" if zoo else "detection left out: its mAP is near 0 at this budget; ")
+            + "positive = they got worse) against training without it: " + ", ".join(parts)
             + ". Diagnostics that singled the intruder out (lowest score): " + ("; ".join(found) or "none run")
-            + "; dropping the task restores the 'without' model by construction.")
+            + ("" if zoo else "; dropping the task restores the 'without' model by construction") + ".")

@@ -176,8 +176,9 @@ def situations(report, recipe=None, findings=FINDINGS) -> list:
     measured = _findings(findings)
     out = []
     for claim, evidence, task in found:
-        entry = _entry(measured, claim, task)
-        text = (f"{entry['finding']} (seeds {', '.join(map(str, entry['seeds']))}; {entry['section']})" if entry
-                else f"not measured yet (docs/when-mtl-helps.md, claim {claim}).")
+        # the claim's finding, then the same claim measured at other budgets (recorded as `claim_budget`)
+        entries = [_entry(measured, claim, task)] + [measured[k] for k in sorted(measured) if k.startswith(claim + "_")]
+        text = " ".join(f"{e['finding']} (seeds {', '.join(map(str, e['seeds']))}; {e['section']})"
+                        for e in entries if e) or f"not measured yet (docs/when-mtl-helps.md, claim {claim})."
         out.append({"claim": claim, "evidence": evidence, "measured": text})
     return out
