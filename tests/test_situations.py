@@ -123,13 +123,22 @@ def test_a_claim_report_records_its_finding_beside_a_non_default_doc(tmp_path):
     assert claims_findings.findings_path({"doc": str(doc), "budget": "standard"}) == str(tmp_path / "findings.json")
     assert claims_findings.findings_path({"doc": "docs/when-mtl-helps.md", "budget": "standard"}) == \
         claims_findings.PACKAGE_FINDINGS
+    assert claims_findings.findings_path({"doc": "docs/when-mtl-helps.md", "budget": "zoo"}) == \
+        claims_findings.PACKAGE_FINDINGS
+    assert claims_findings.findings_path({"doc": "docs/when-mtl-helps.md", "budget": "smoke"}) != \
+        claims_findings.PACKAGE_FINDINGS
+    claims_findings.record({"doc": str(doc), "budget": "zoo"}, "relatedness", "at the zoo budget", [{"seed": 2}])
+    recorded = json.loads((tmp_path / "findings.json").read_text())
+    assert recorded["relatedness_zoo"]["finding"] == "at the zoo budget" and recorded["relatedness"]["seeds"] == [0, 1]
+    assert recorded["relatedness_zoo"]["section"].endswith("(claims-relatedness_zoo)")
 
 
 def test_the_shipped_findings_are_well_formed():
     shipped = claims_findings.load()
     assert shipped, "mtlzoo/diagnostics/findings.json is missing: run python -m mtlzoo.bench.claims --report"
     for claim, entry in shipped.items():
-        assert claim.split("-")[0] in (*claims.CLAIMS, "unequal_data") and entry["finding"] and entry["seeds"]
+        name = claim.split("-")[0].removesuffix("_zoo")  # a zoo-budget finding is keyed claim_zoo
+        assert name in (*claims.CLAIMS, "unequal_data") and entry["finding"] and entry["seeds"]
         assert "(n=" in entry["finding"] and any(c.isdigit() for c in entry["finding"]), claim
 
 

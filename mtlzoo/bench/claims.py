@@ -412,9 +412,8 @@ def _run_plugin(opts) -> dict:
     text = module.report(results, opts)
     write_section(opts["doc"], module.CLAIM + ("" if opts["budget"] == "standard" else f"_{opts['budget']}"), text)
     if hasattr(module, "finding"):
-        # one finding per budget: `intruder` (standard) and e.g. `intruder_zoo`, which `diagnose` quotes together
-        claims_findings.record(opts, module.CLAIM + ("" if opts["budget"] == "standard" else f"_{opts['budget']}"),
-                               module.finding(results, opts), results)
+        # one finding per budget (`record` keys a zoo finding `intruder_zoo`); `diagnose` quotes them together
+        claims_findings.record(opts, module.CLAIM, module.finding(results, opts), results)
     print(text)
     return {"results": results, "table": text}
 

@@ -25,10 +25,12 @@ DEFAULT_DOC = os.path.join("docs", "when-mtl-helps.md")
 
 
 def findings_path(opts) -> str:
-    """The package's findings file for the default doc at the standard budget; else `findings.json` beside the doc."""
+    """The package's findings file for the default doc at the standard and zoo budgets (`record` keys a zoo finding
+    `claim_zoo`); else `findings.json` beside the doc (a smoke run never reaches the package)."""
     if opts.get("findings"):
         return opts["findings"]
-    default = os.path.normpath(opts["doc"]) == os.path.normpath(DEFAULT_DOC) and opts.get("budget") == "standard"
+    default = (os.path.normpath(opts["doc"]) == os.path.normpath(DEFAULT_DOC)
+               and opts.get("budget", "standard") in ("standard", "zoo"))
     return PACKAGE_FINDINGS if default else os.path.join(os.path.dirname(opts["doc"]) or ".", "findings.json")
 
 
@@ -38,13 +40,16 @@ def load(path=PACKAGE_FINDINGS) -> dict:
 
 
 def record(opts, claim, finding, results) -> None:
-    """Stores `finding` (a sentence, or None to leave the claim's entry as it is) for `claim`."""
+    """Stores `finding` (a sentence, or None to leave the claim's entry as it is) for `claim`, as `claim_<budget>`
+    when the budget is not the standard one (so it never replaces the standard finding)."""
     from mtlzoo.fileio import atomic_write_json
 
     if not finding:
         return
     path = findings_path(opts)
     data = load(path)
+    budget = opts.get("budget", "standard")
+    claim = claim if budget == "standard" else f"{claim}_{budget}"
     data[claim] = {"finding": finding, "seeds": sorted({r["seed"] for r in results if "seed" in r}),
                    "updated": time.strftime("%Y-%m-%d"), "section": f"docs/when-mtl-helps.md (claims-{claim})"}
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
