@@ -410,7 +410,7 @@ def _run_plugin(opts) -> dict:
     results = _fill(opts, module.CLAIM, runs,
                     lambda run, validation: module.train_one(run, validation, opts["budget"], MODELS_ROOT))
     text = module.report(results, opts)
-    write_section(opts["doc"], module.CLAIM + ("" if opts["budget"] == "standard" else f"_{opts['budget']}"), text)
+    write_section(opts["doc"], claims_findings.budget_key(module.CLAIM, opts["budget"]), text)
     if hasattr(module, "finding"):
         # one finding per budget (`record` keys a zoo finding `intruder_zoo`); `diagnose` quotes them together
         claims_findings.record(opts, module.CLAIM, module.finding(results, opts), results)

@@ -39,6 +39,11 @@ def load(path=PACKAGE_FINDINGS) -> dict:
     return json.load(open(path)) if os.path.exists(path) else {}
 
 
+def budget_key(name, budget) -> str:
+    """`name` at the standard budget, else `name_<budget>`: the key of a doc section and of a finding."""
+    return name if budget == "standard" else f"{name}_{budget}"
+
+
 def record(opts, claim, finding, results) -> None:
     """Stores `finding` (a sentence, or None to leave the claim's entry as it is) for `claim`, as `claim_<budget>`
     when the budget is not the standard one (so it never replaces the standard finding)."""
@@ -48,8 +53,7 @@ def record(opts, claim, finding, results) -> None:
         return
     path = findings_path(opts)
     data = load(path)
-    budget = opts.get("budget", "standard")
-    claim = claim if budget == "standard" else f"{claim}_{budget}"
+    claim = budget_key(claim, opts.get("budget", "standard"))
     data[claim] = {"finding": finding, "seeds": sorted({r["seed"] for r in results if "seed" in r}),
                    "updated": time.strftime("%Y-%m-%d"), "section": f"docs/when-mtl-helps.md (claims-{claim})"}
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

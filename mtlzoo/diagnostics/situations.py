@@ -87,10 +87,10 @@ def _intruder_by_cosine(report):
     score = np.array([np.nanmean(p) if np.isfinite(p).any() else np.nan for p in pairs])
     if not np.isfinite(score).any():
         return None
-    worst = int(np.nanargmin(score))
     low = [i for i in np.argsort(score) if score[i] < INTRUDER_COSINE]
     if not low or np.isfinite(score).sum() - len(low) < 2:
         return None
+    worst = int(low[0])
     if len(low) > 1:
         return (f"{_names([tasks[i] for i in low])}'s gradients have mean cosines of "
                 + ", ".join(f"{score[i]:+.2f}" for i in low) + " with the other tasks': they behave like tasks "
