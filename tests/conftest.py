@@ -30,14 +30,18 @@ def pytest_ignore_collect(collection_path, config):
 # ---------------------------------------------------------------- scheduling on 2 workers (make test: -n 2 --dist loadfile)
 #: Files that share a session fixture with another file run on the same worker, so the fixture is built once.
 SAME_WORKER = {"tests/test_edge_static.py": "tests/test_export.py", "tests/test_edge.py": "tests/test_export.py"}
-#: Seconds per file measured with `--durations=0` (2026-12-02; rounded). Files are handed to the workers longest
-#: first, so the run does not end with one worker busy on a long file while the other idles. A file missing here
-#: goes after these, by its number of tests; the order changes only the wall time, never a result.
+#: Seconds per file measured with `--durations=0` (2026-12-03; rounded; a file grouped by SAME_WORKER counts with its
+#: group). Files are handed to the workers longest first, so the run does not end with one worker busy on a long file
+#: while the other idles. A file missing here goes after these, by its number of tests; the order changes only the
+#: wall time, never a result.
 FILE_SECONDS = {
-    "test_models": 120, "test_export": 265, "test_distribute": 145, "test_tuning": 110, "test_reliability_state": 105,
-    "test_gradient_hook": 90, "test_zoo": 73, "test_reliability_runs": 70, "test_mtan": 60, "test_grouping": 56,
-    "test_evaluation": 55, "test_weighting": 47, "test_training": 44, "test_data_readers": 44,
-    "test_bench_methods": 44, "test_sharing_methods": 33, "test_weighting_fit": 32, "test_aggregators": 27,
+    "test_models": 159, "test_export": 126, "test_distribute": 102, "test_tuning": 89, "test_reliability_state": 59,
+    "test_zoo": 54, "test_reliability_runs": 44, "test_mtan": 42, "test_training": 35, "test_gradient_hook": 34,
+    "test_evaluation": 29, "test_sharing_methods": 27, "test_train_step_ops": 27, "test_claim_intruder": 27,
+    "test_grouping": 26, "test_weighting": 26, "test_data_readers": 26, "test_weighting_fit": 21,
+    "test_bench_methods": 19, "test_aggregators": 18, "test_bench_claims": 16, "test_precision": 15,
+    "test_packaging": 14, "test_reliability_files": 14, "test_diagnostics": 13, "test_moe": 13,
+    "test_cross_stitch_init": 12, "test_qp_exact": 10,
 }
 
 

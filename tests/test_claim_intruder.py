@@ -64,16 +64,6 @@ def test_one_smoke_run_trains_five_tasks_and_records_both_diagnostics(tmp_path):
     assert result["claim"] == "intruder" and "--claim intruder --seeds 0 --budget smoke" in result["command"]
 
 
-def test_the_no_tags_arm_trains_the_dense_tasks_and_the_intruder_and_diagnoses_those_four(tmp_path):
-    validation = claims_common.validation_scenes("smoke")
-    result, _ = ci.train_one(("no_tags-intruder__seed0", "no_tags:intruder", 0), validation, "smoke", str(tmp_path),
-                             methods_results=str(tmp_path / "none"))
-    assert set(result["metrics"]) == {*ci.DENSE, "intruder"} and "scene" not in result["recipe"]["tasks"]
-    assert result["conflict"]["tasks"] == [*ci.DENSE, "intruder"] and np.array(result["affinity"]["matrix"]).shape == (
-        4, 4)
-    assert ci.SAME_WITHOUT["no_tags:intruder"] == "no_tags" and ci.ARMS["no_tags"][2] == {"tasks": list(ci.DENSE)}
-
-
 def test_without_reuses_the_methods_benchmark_result(tmp_path):
     folder = tmp_path / "smoke"
     folder.mkdir()
@@ -81,9 +71,14 @@ def test_without_reuses_the_methods_benchmark_result(tmp_path):
     result, _ = ci.train_one(("without__seed1", "without", 1), None, "smoke", str(tmp_path), str(tmp_path))
     assert result["metrics"] == {"depth": {"abs_rel": 0.3}} and result["reused_from"].endswith("seed1.json")
     assert result["arm"] == "without" and result["format"] == claims_common.FORMAT
-    validation = claims_common.validation_scenes("smoke")  # ... but an arm with its own task list trains its own
-    mine, _ = ci.train_one(("no_tags__seed1", "no_tags", 1), validation, "smoke", str(tmp_path), str(tmp_path))
-    assert "reused_from" not in mine and set(mine["metrics"]) == set(ci.DENSE)
+    validation = claims_common.validation_scenes("smoke")  # ... but an arm with its own task list trains its own:
+    # the diagnosed `no_tags:intruder` arm, on the dense tasks and the intruder, diagnosing those four.
+    mine, _ = ci.train_one(("no_tags-intruder__seed1", "no_tags:intruder", 1), validation, "smoke", str(tmp_path),
+                           str(tmp_path))
+    assert "reused_from" not in mine and set(mine["metrics"]) == {*ci.DENSE, "intruder"}
+    assert "scene" not in mine["recipe"]["tasks"] and mine["conflict"]["tasks"] == [*ci.DENSE, "intruder"]
+    assert np.array(mine["affinity"]["matrix"]).shape == (4, 4)
+    assert ci.SAME_WITHOUT["no_tags:intruder"] == "no_tags" and ci.ARMS["no_tags"][2] == {"tasks": list(ci.DENSE)}
 
 
 def _fake(arm, seed, miou, abs_rel, cosine=None):

@@ -335,7 +335,7 @@ def _check_files(out):
     return read_history_rows(history)
 
 
-KILLS = 12  # each kill costs a child's start-up (about 3 s on 2 cores); 12 random moments hit writes too
+KILLS = 8  # each kill costs a child's start-up (about 3 s on 2 cores); 8 random moments hit writes too
 
 
 @pytest.mark.slow
