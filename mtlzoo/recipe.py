@@ -368,10 +368,13 @@ class Recipe:
 
     def compile(self, model, total_steps: int | None = None):
         """Compiles `model` with the recipe's optimizer, weighting hook and aggregator."""
-        train_metrics = (self.training or {}).get("train_metrics", True)
-        if not isinstance(train_metrics, bool):
-            raise RecipeError(f"recipe {self.name!r}: training.train_metrics must be true or false, got {train_metrics!r}.")
-        model.compile(optimizer=self.make_optimizer(total_steps), train_metrics=train_metrics)
+        flags = {}
+        for key, default in (("train_metrics", True), ("run_eagerly", False)):
+            flags[key] = (self.training or {}).get(key, default)
+            if not isinstance(flags[key], bool):
+                raise RecipeError(f"recipe {self.name!r}: training.{key} must be true or false, got {flags[key]!r}.")
+        # run_eagerly: Keras's debugging switch (Python steps, no tracing); same arithmetic, slower per step.
+        model.compile(optimizer=self.make_optimizer(total_steps), **flags)
         from mtlzoo import training_hooks
 
         training_hooks.install(model, self)

@@ -369,6 +369,23 @@ def test_train_metrics_false_logs_losses_only_and_keeps_validation_metrics(tmp_p
         mtlzoo.build("driving_perception_lite", **TINY_IMAGE, **{"training.train_metrics": "no"})
 
 
+def test_run_eagerly_is_a_checked_training_key(tmp_path):
+    import mtlzoo
+    from mtlzoo.training import train, training_settings
+
+    model = mtlzoo.build("tabular_demo", **{"training.run_eagerly": True})
+    assert model.run_eagerly is True and mtlzoo.build("tabular_demo").run_eagerly is False
+    recipe = mtlzoo.get_recipe("tabular_demo", **{"training.run_eagerly": True})
+    assert training_settings(recipe)["run_eagerly"] is True
+    with pytest.raises(mtlzoo.recipe.RecipeError, match="run_eagerly must be true or false"):
+        mtlzoo.build("tabular_demo", **{"training.run_eagerly": "yes"})
+    x = np.random.default_rng(0).normal(size=(16, 16)).astype("float32")
+    y = {"label": np.zeros(16, "int32"), "target": np.zeros((16, 1), "float32")}
+    run = train("tabular_demo", data=(x, y), validation_data=False, epochs=1, out_dir=str(tmp_path / "run"),
+                verbose=0, **{"training.run_eagerly": True, "training.batch_size": 8})
+    assert run.model.run_eagerly is True and len(run.history["loss"]) == 1
+
+
 def test_train_metrics_false_refuses_to_monitor_a_training_metric():
     from mtlzoo.training import training_settings
 

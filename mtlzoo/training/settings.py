@@ -25,6 +25,8 @@ TRAINING_KEYS = {
                      "arrays passed as data are checked whole)",
     "train_metrics": "update the task metrics at every training step (true, the default) or only on validation and "
                      "in evaluate (false: the training logs hold the losses, each step saves the metrics' work)",
+    "run_eagerly": "run each step as Python instead of a traced graph (Keras's debugging switch: same arithmetic, no "
+                   "tracing, slower steps; default false)",
 }
 
 
@@ -66,7 +68,8 @@ def training_settings(recipe, epochs=None, steps_per_epoch=None) -> dict:
                 "Valid keys: " + "; ".join(f"{k} ({v})" for k, v in TRAINING_KEYS.items()) + "."
             )
     out = {"epochs": 10, "batch_size": 8, "steps_per_epoch": None, "validation_steps": None,
-           "validation_freq": 1, "monitor": None, "nonfinite_patience": 20, "check_batches": 1, "train_metrics": True}
+           "validation_freq": 1, "monitor": None, "nonfinite_patience": 20, "check_batches": 1, "train_metrics": True,
+           "run_eagerly": False}
     out.update(given)
     if epochs is not None:
         out["epochs"] = epochs
