@@ -86,6 +86,8 @@ class Recipe:
             `mixed_float16` is refused: it needs loss scaling, which the multi-task step does not do.
         fused_batch_norm: bool. Every BatchNormalization layer runs as `mtlzoo.layers.FusedBatchNormalization`
             (TensorFlow's fused kernels; the same outputs, gradients and moving statistics). Defaults to True.
+        pointwise_matmul: bool. Every 1x1 Conv2D trains as one matrix product (`mtlzoo.layers.PointwiseConv2D`;
+            inference and exports stay convolutions). Defaults to True.
         optimizer: dict. `{"name": "adam", "learning_rate": 1e-3, ...}` (any Keras optimizer), plus an optional
             learning-rate schedule made with Keras's own `CosineDecay`: `schedule: cosine`, `warmup` (a fraction
             of the steps, or a number of steps; linear warm-up from 0), `final_lr_fraction` (the end of the
@@ -115,6 +117,7 @@ class Recipe:
     bn_momentum: float | None = None
     precision: str = "float32"
     fused_batch_norm: bool = True
+    pointwise_matmul: bool = True
     optimizer: dict = dataclasses.field(default_factory=lambda: {"name": "adam", "learning_rate": 1e-3})
     weighting: str = "fixed"
     weighting_args: dict = dataclasses.field(default_factory=dict)
@@ -191,8 +194,9 @@ class Recipe:
                 HEADS.get(spec.kind)(**spec.head_args)
             except (TypeError, ValueError) as e:
                 raise RecipeError(f"{where}: task {t!r} ({spec.kind}): {e}") from None
-        if not isinstance(self.fused_batch_norm, bool):
-            raise RecipeError(f"{where}: fused_batch_norm must be true or false, got {self.fused_batch_norm!r}.")
+        for key in ("fused_batch_norm", "pointwise_matmul"):
+            if not isinstance(getattr(self, key), bool):
+                raise RecipeError(f"{where}: {key} must be true or false, got {getattr(self, key)!r}.")
         if self.precision not in PRECISIONS:
             if self.precision == "mixed_float16":
                 raise RecipeError(f"{where}: precision 'mixed_float16' needs loss scaling, which mtlzoo's multi-task "
@@ -333,6 +337,10 @@ class Recipe:
             from mtlzoo.layers.fused_batch_normalization import use_fused_batch_norm
 
             use_fused_batch_norm(model)
+        if self.pointwise_matmul:
+            from mtlzoo.layers.pointwise_conv2d import use_pointwise_matmul
+
+            use_pointwise_matmul(model)
         if self.bn_momentum is not None:
             from mtlzoo.model.parameters import set_bn_momentum
 
