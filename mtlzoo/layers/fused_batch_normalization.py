@@ -80,13 +80,6 @@ def use_fused_batch_norm(model) -> int:
     n = mtlzoo.layers.use_fused_batch_norm(model)
     ```
     """
-    from mtlzoo.layers.traversal import iter_layers
+    from mtlzoo.layers.traversal import convert_layers
 
-    count = 0
-    # Only layers a saved model records by class: a custom layer's own sub-layers come back as its constructor
-    # makes them, so converting them would make a reloaded model compute differently from the saved one.
-    for layer in iter_layers(model, sublayers=False):
-        if type(layer) is keras.layers.BatchNormalization:
-            layer.__class__ = FusedBatchNormalization
-            count += 1
-    return count
+    return convert_layers(model, lambda layer: type(layer) is keras.layers.BatchNormalization, FusedBatchNormalization)

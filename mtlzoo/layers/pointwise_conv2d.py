@@ -63,23 +63,7 @@ def use_pointwise_matmul(model) -> int:
     n = mtlzoo.layers.use_pointwise_matmul(model)
     ```
     """
-    from mtlzoo.layers.traversal import iter_layers
+    from mtlzoo.layers.traversal import convert_layers
 
-    count = 0
-    # As use_fused_batch_norm: only layers a saved model records by class.
-    for layer in iter_layers(model, sublayers=False):
-        if type(layer) is keras.layers.Conv2D and tuple(layer.kernel_size) == (1, 1) and tuple(layer.strides) == (1, 1):
-            layer.__class__ = PointwiseConv2D
-            _refresh_call_signature(layer)
-            count += 1
-    return count
-
-
-def _refresh_call_signature(layer):
-    """Keras reads `call`'s signature once, at construction: after the class change, `training` must reach it."""
-    import inspect
-
-    layer._call_signature = inspect.signature(layer.call)
-    layer.call_signature_parameters = [p.name for p in layer._call_signature.parameters.values()]
-    layer._call_has_training_arg = "training" in layer.call_signature_parameters
-    layer._call_has_context_arg = {arg: arg in layer.call_signature_parameters for arg in layer._call_context_args}
+    return convert_layers(model, lambda layer: type(layer) is keras.layers.Conv2D
+                          and tuple(layer.kernel_size) == (1, 1) and tuple(layer.strides) == (1, 1), PointwiseConv2D)
