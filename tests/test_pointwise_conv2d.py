@@ -60,8 +60,6 @@ def test_recipes_convert_their_1x1_convolutions_train_the_same_and_reload(tmp_pa
     assert pointwise and all(layer.kernel_size != (1, 1) or layer.strides != (1, 1)
                              for layer in convs if layer not in pointwise)
     assert not [layer for layer in reference._flatten_layers() if isinstance(layer, PointwiseConv2D)]
-    assert use_pointwise_matmul(reference) == len(pointwise)  # the same layers, converted after the build
-    reference = mtlzoo.build("driving_perception_lite", seed=3, pointwise_matmul=False, **TINY_IMAGE)
     reference.set_weights(model.get_weights())
     x, y = random_inputs(model, 4), random_labels(model, 4)
     for _ in range(2):
@@ -70,6 +68,7 @@ def test_recipes_convert_their_1x1_convolutions_train_the_same_and_reload(tmp_pa
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
     for w, v in zip(model.get_weights(), reference.get_weights()):  # Adam's normalised steps (lr 1e-3) turn
         np.testing.assert_allclose(w, v, rtol=1e-4, atol=1e-4)      # float rounding into ~1e-5 differences
+    assert use_pointwise_matmul(reference) == len(pointwise)  # the same layers, converted after the build
     model.save(tmp_path / "m.keras")
     again = mtlzoo.load(tmp_path / "m.keras", compile=False)
     assert any(isinstance(layer, PointwiseConv2D) for layer in again._flatten_layers())

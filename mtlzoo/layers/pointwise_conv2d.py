@@ -11,7 +11,7 @@ class PointwiseConv2D(keras.layers.Conv2D):
     A 1x1 convolution with stride 1 is a matrix product of the `(batch * height * width, channels)` pixels with the
     `(channels, filters)` kernel. On TensorFlow's CPU kernels the product and its two gradient products are faster
     than `Conv2D` and its backprop ops (forward + backward of MobileNetV3-Small's 1x1 convolutions at 128x256,
-    batch 8: 24 ms against 36 ms; the whole `driving_perception_lite` train step 0.91-0.93x, docs/benchmarks.md).
+    batch 8: 24 ms against 36 ms; the whole `driving_perception_lite` train step about 0.93x, docs/benchmarks.md).
     In training mode (`training=True`, as in the train step) this layer computes that product; in inference mode,
     and for any other kernel size, stride, dilation, groups, layout or backend, it runs Keras's own code, so
     predictions and exported SavedModel/TFLite graphs are those of a `Conv2D` (a `CONV_2D` op). Variables,
@@ -44,7 +44,7 @@ class PointwiseConv2D(keras.layers.Conv2D):
             return super().call(inputs)
         kernel = self.kernel
         channels = kernel.shape[-2]
-        height, width = ops.shape(inputs)[1], ops.shape(inputs)[2]
+        _, height, width, _ = ops.shape(inputs)
         outputs = ops.matmul(ops.reshape(inputs, (-1, channels)), ops.reshape(kernel, (channels, self.filters)))
         if self.use_bias:
             outputs = ops.add(outputs, self.bias)
