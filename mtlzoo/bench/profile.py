@@ -15,21 +15,27 @@ import glob
 import json
 import os
 
-#: Op-type groups of the summary: the first group whose prefixes match an op type takes it.
+#: Op-type groups of the summary, by the op type without oneDNN's `_Mkl`/`_MklNative` prefix: the first group
+#: whose prefixes match takes it.
 GROUPS = (
-    ("depthwise conv (fwd+bwd)", ("DepthwiseConv2dNative",)),
-    ("conv backward", ("Conv2DBackprop", "_FusedConv2DBackprop", "_MklConv2DBackprop", "_MklNativeConv2DBackprop")),
-    ("conv forward", ("Conv2D", "_FusedConv2D", "_MklConv2D", "_MklNativeConv2D", "_MklNativeFusedConv2D",
-                      "_MklFusedConv2D")),
-    ("batch norm", ("FusedBatchNorm", "_MklFusedBatchNorm", "_MklNativeFusedBatchNorm")),
+    ("depthwise conv (fwd+bwd)", ("DepthwiseConv2dNative", "_FusedDepthwiseConv2dNative")),
+    ("conv backward", ("Conv2DBackprop", "_FusedConv2DBackprop")),
+    ("conv forward", ("Conv2D", "_FusedConv2D", "FusedConv2D")),
+    ("batch norm", ("FusedBatchNorm",)),
     ("optimizer update", ("ResourceApply", "AssignVariable", "AssignAdd", "AssignSub")),
     ("resize / upsampling", ("ResizeBilinear", "ResizeNearest")),
-    ("matmul", ("MatMul", "BatchMatMul", "_MklMatMul", "_FusedMatMul")),
+    ("matmul", ("MatMul", "BatchMatMul", "_FusedMatMul", "FusedMatMul")),
     ("reductions", ("Sum", "Mean", "Max", "Min", "Prod", "All", "Any", "ArgMax")),
 )
 
 
 def _group(op_type: str) -> str:
+    """The summary group of a TensorFlow op type; oneDNN's kernels (`_MklNativeConv2DBackpropFilter`,
+    `_MklNativeDepthwiseConv2dNativeBackpropFilter`, ...) count with the op they implement."""
+    for prefix in ("_MklNative", "_Mkl"):
+        if op_type.startswith(prefix):
+            op_type = op_type[len(prefix):]
+            break
     for name, prefixes in GROUPS:
         if op_type.startswith(prefixes):
             return name
