@@ -13,6 +13,8 @@ from mtlzoo.bench.profile import summarize
     ("Conv2DBackpropInput", "conv backward"),
     ("_MklNativeConv2D", "conv forward"),
     ("_MklNativeFusedConv2D", "conv forward"),
+    ("_FusedConv2D", "conv forward"),
+    ("_FusedMatMul", "matmul"),
     ("_MklNativeFusedBatchNormGradV3", "batch norm"),
     ("FusedBatchNormV3", "batch norm"),
     ("_MklMatMul", "matmul"),

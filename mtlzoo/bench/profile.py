@@ -15,16 +15,16 @@ import glob
 import json
 import os
 
-#: Op-type groups of the summary, by the op type without oneDNN's `_Mkl`/`_MklNative` prefix: the first group
-#: whose prefixes match takes it.
+#: Op-type groups of the summary, by the op type without oneDNN's `_Mkl`/`_MklNative` prefix or a leading `_`
+#: (`_FusedConv2D`): the first group whose prefixes match takes it.
 GROUPS = (
-    ("depthwise conv (fwd+bwd)", ("DepthwiseConv2dNative", "_FusedDepthwiseConv2dNative")),
-    ("conv backward", ("Conv2DBackprop", "_FusedConv2DBackprop")),
-    ("conv forward", ("Conv2D", "_FusedConv2D", "FusedConv2D")),
+    ("depthwise conv (fwd+bwd)", ("DepthwiseConv2dNative", "FusedDepthwiseConv2dNative")),
+    ("conv backward", ("Conv2DBackprop", "FusedConv2DBackprop")),
+    ("conv forward", ("Conv2D", "FusedConv2D")),
     ("batch norm", ("FusedBatchNorm",)),
     ("optimizer update", ("ResourceApply", "AssignVariable", "AssignAdd", "AssignSub")),
     ("resize / upsampling", ("ResizeBilinear", "ResizeNearest")),
-    ("matmul", ("MatMul", "BatchMatMul", "_FusedMatMul", "FusedMatMul")),
+    ("matmul", ("MatMul", "BatchMatMul", "FusedMatMul")),
     ("reductions", ("Sum", "Mean", "Max", "Min", "Prod", "All", "Any", "ArgMax")),
 )
 
@@ -32,7 +32,7 @@ GROUPS = (
 def _group(op_type: str) -> str:
     """The summary group of a TensorFlow op type; oneDNN's kernels (`_MklNativeConv2DBackpropFilter`,
     `_MklNativeDepthwiseConv2dNativeBackpropFilter`, ...) count with the op they implement."""
-    for prefix in ("_MklNative", "_Mkl"):
+    for prefix in ("_MklNative", "_Mkl", "_"):
         if op_type.startswith(prefix):
             op_type = op_type[len(prefix):]
             break
